@@ -1,0 +1,257 @@
+"""Reverse-mode automatic differentiation: the ``Function`` base class and the backward engine.
+
+How it works (the whole mechanism fits on one screen):
+
+* An op is a subclass of :class:`Function` with ``forward`` and ``backward`` side by side.
+  ``forward`` receives raw arrays (NumPy or CuPy) and returns one array; it may store on
+  ``self`` whatever ``backward`` will need. ``backward`` receives dL/d(output) and returns
+  one gradient per positional argument of ``forward`` (``None`` where there is none).
+* ``Op.apply(*args)`` runs ``forward`` and, when grad mode is on and an input requires a
+  gradient, records the op as the ``grad_fn`` of the output tensor. This is the
+  define-by-run graph: it is built while the forward code executes.
+* ``tensor.backward()`` sorts the recorded ops topologically (iteratively, so a graph of
+  any depth works), then walks them from the output back to the leaves, summing the
+  gradients that reach each tensor. Leaves accumulate into ``.grad`` like PyTorch.
+  Unless ``retain_graph=True``, each op drops its saved buffers right after its backward.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from time import perf_counter
+
+from minicnn.backend import device_of
+
+_grad_enabled = True
+
+# Set by minicnn.profiler while a profile is being recorded: an object with
+# ``record(op_name, phase, seconds)`` and ``sync()`` (waits for the GPU). None = no profiling.
+_op_timer = None
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+class set_grad_enabled:
+    """Context manager (and decorator) that turns graph building on or off."""
+
+    def __init__(self, mode: bool):
+        self.mode = bool(mode)
+
+    def __enter__(self):
+        global _grad_enabled
+        self.prev = _grad_enabled
+        _grad_enabled = self.mode
+        return self
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self.prev
+        return False
+
+    def __call__(self, func):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            with set_grad_enabled(self.mode):
+                return func(*args, **kwargs)
+
+        return wrapper
+
+
+class no_grad(set_grad_enabled):
+    """``with minicnn.no_grad():`` runs ops without recording a graph (evaluation, optimizer steps)."""
+
+    def __init__(self):
+        super().__init__(False)
+
+
+class enable_grad(set_grad_enabled):
+    """Turns graph building back on inside a ``no_grad`` block."""
+
+    def __init__(self):
+        super().__init__(True)
+
+
+class Function:
+    """Base class of every differentiable op.
+
+    Subclasses implement ``forward(self, *arrays, **params) -> array`` and
+    ``backward(self, grad_output) -> gradient or tuple of gradients``.
+    ``self.needs_input_grad[i]`` tells ``forward`` and ``backward`` whether argument ``i``
+    needs a gradient, so work (and memory) for the others can be skipped.
+    """
+
+    needs_input_grad: tuple = ()
+    inputs: tuple | None = None
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        from minicnn.tensor import Tensor
+
+        fn = cls()
+        tensors = [a for a in args if isinstance(a, Tensor)]
+        if len(tensors) > 1:
+            _check_same_device(cls.__name__, tensors)
+        requires_grad = _grad_enabled and any(t.requires_grad for t in tensors)
+        fn.needs_input_grad = tuple(requires_grad and isinstance(a, Tensor) and a.requires_grad for a in args)
+        raw = [a.data if isinstance(a, Tensor) else a for a in args]
+        if _op_timer is None:
+            out = fn.forward(*raw, **kwargs)
+        else:
+            out = _timed(_op_timer, cls.__name__, "forward", fn.forward, raw, kwargs)
+        if requires_grad:
+            fn.inputs = tuple(a if isinstance(a, Tensor) else None for a in args)
+            return Tensor._make(out, requires_grad=True, grad_fn=fn)
+        return Tensor._make(out)
+
+    def forward(self, *args, **kwargs):  # pragma: no cover - every op overrides it
+        raise NotImplementedError(f"{type(self).__name__} must implement forward")
+
+    def backward(self, grad_output):  # pragma: no cover - every op overrides it
+        raise NotImplementedError(f"{type(self).__name__} must implement backward")
+
+    def release(self):
+        """Drop saved buffers and graph edges once backward is done (``retain_graph=False``)."""
+        self.__dict__.clear()
+        self.inputs = None
+        self.released = True
+
+    def __repr__(self):
+        return f"<{type(self).__name__}Backward>"
+
+
+def _timed(timer, name, phase, func, args, kwargs=None):
+    timer.sync()
+    t0 = perf_counter()
+    out = func(*args, **(kwargs or {}))
+    timer.sync()
+    timer.record(name, phase, perf_counter() - t0)
+    return out
+
+
+def _check_same_device(op_name, tensors):
+    first = device_of(tensors[0].data)
+    for t in tensors[1:]:
+        other = device_of(t.data)
+        if other != first:
+            raise RuntimeError(
+                f"{op_name}: expected all tensors on the same device, but found one on {first} "
+                f"and one on {other}. Move them with tensor.to('{first}') or tensor.to('{other}')."
+            )
+
+
+def _parents(fn):
+    if fn.inputs is None:
+        raise RuntimeError(
+            "Trying to backward through the graph a second time (its saved buffers were freed "
+            "after the first backward). Call .backward(retain_graph=True) the first time if you "
+            "need to backpropagate through it again."
+        )
+    return [t.grad_fn for t in fn.inputs if t is not None and t.grad_fn is not None]
+
+
+def _topological_order(root_fn):
+    """Ops reachable from ``root_fn``, each listed after every op that consumes its output.
+
+    An explicit stack replaces recursion, so a chain of 10,000 ops is no problem.
+    """
+    post_order, visited = [], {root_fn}
+    stack = [(root_fn, iter(_parents(root_fn)))]
+    while stack:
+        fn, parents = stack[-1]
+        for p in parents:
+            if p not in visited:
+                visited.add(p)
+                stack.append((p, iter(_parents(p))))
+                break
+        else:
+            stack.pop()
+            post_order.append(fn)
+    post_order.reverse()
+    return post_order
+
+
+def _accumulate_leaf(t, g):
+    """Leaves sum their gradients across backward calls, like PyTorch (call zero_grad to reset)."""
+    from minicnn.tensor import Tensor
+
+    if g.dtype != t.data.dtype:
+        g = g.astype(t.data.dtype)
+    if t.grad is None:
+        # Own the array: ops may return views or the same array to several inputs.
+        t.grad = Tensor._make(g.copy())
+    else:
+        t.grad.data += g
+
+
+def backward(root, gradient=None, retain_graph=False):
+    """Backpropagate from ``root``: fill ``.grad`` of every leaf that requires a gradient."""
+    from minicnn.tensor import Tensor
+
+    if not root.requires_grad:
+        raise RuntimeError(
+            "backward(): this tensor does not require grad and has no grad_fn. Create the inputs "
+            "with requires_grad=True (and do not compute it under minicnn.no_grad())."
+        )
+    xp = root._xp
+    if gradient is None:
+        if root.data.size != 1:
+            raise RuntimeError(
+                f"backward() on a tensor of shape {tuple(root.shape)} needs an explicit gradient: "
+                "call loss.backward() on a scalar, or pass gradient=<tensor of the same shape>."
+            )
+        g = xp.ones_like(root.data)
+    else:
+        g = gradient.data if isinstance(gradient, Tensor) else xp.asarray(gradient, dtype=root.dtype)
+        if tuple(g.shape) != tuple(root.shape):
+            raise RuntimeError(
+                f"backward(): the gradient has shape {tuple(g.shape)} but the tensor has shape "
+                f"{tuple(root.shape)}; they must match."
+            )
+        if device_of(g) != device_of(root.data):
+            raise RuntimeError(
+                f"backward(): the gradient is on {device_of(g)} but the tensor is on {root.device}."
+            )
+
+    if root.grad_fn is None:
+        _accumulate_leaf(root, g)
+        return
+
+    grads = {root.grad_fn: g}
+    for fn in _topological_order(root.grad_fn):
+        g = grads.pop(fn, None)
+        if g is None:  # no gradient flowed into this op
+            continue
+        target = getattr(fn, "_retain_grad_of", None)
+        if target is not None and target() is not None:
+            _accumulate_leaf(target(), g)
+        inputs = fn.inputs
+        if _op_timer is None:
+            in_grads = fn.backward(g)
+        else:
+            in_grads = _timed(_op_timer, type(fn).__name__, "backward", fn.backward, (g,))
+        if not isinstance(in_grads, tuple):
+            in_grads = (in_grads,)
+        for t, gi in zip(inputs, in_grads):
+            if t is None or gi is None or not t.requires_grad:
+                continue
+            if tuple(gi.shape) != tuple(t.shape):
+                raise RuntimeError(
+                    f"internal error in {type(fn).__name__}.backward: gradient of shape "
+                    f"{tuple(gi.shape)} for an input of shape {tuple(t.shape)}"
+                )
+            if t.grad_fn is None:
+                _accumulate_leaf(t, gi)
+            else:
+                prev = grads.get(t.grad_fn)
+                grads[t.grad_fn] = gi if prev is None else prev + gi
+        if not retain_graph:
+            fn.release()
+
+
+def retain_grad(t):
+    """Ask a non-leaf tensor to keep its gradient in ``.grad`` during backward."""
+    if t.grad_fn is not None:
+        t.grad_fn._retain_grad_of = weakref.ref(t)

@@ -1,0 +1,637 @@
+"""Elementwise arithmetic, reductions, matrix multiply and shape ops, each with its backward.
+
+Broadcasting: when an input was broadcast in the forward pass, its gradient is the upstream
+gradient summed over the broadcast dimensions (``unbroadcast``). Backward methods never modify
+the incoming gradient in place (it may be shared with other ops).
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+
+from minicnn.autograd import Function
+from minicnn.backend import device_of, get_array_module, scatter_add, to_device
+
+
+def _shape(x):
+    return getattr(x, "shape", None)
+
+
+def unbroadcast(grad, shape):
+    """Sum ``grad`` down to ``shape``, undoing NumPy broadcasting (leading dims, then size-1 dims)."""
+    if shape is None or tuple(grad.shape) == tuple(shape):
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1
+    )
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad.reshape(shape)
+
+
+def _normalize_dims(dim, ndim, op):
+    """``dim`` (None, int or tuple, negatives allowed) as a sorted tuple of axes, or None."""
+    if dim is None:
+        return None
+    dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+    out = []
+    for d in dims:
+        if not -ndim <= d < max(ndim, 1):
+            raise IndexError(f"{op}: dim {d} is out of range for a tensor with {ndim} dimension(s)")
+        out.append(int(d) % max(ndim, 1))
+    return tuple(sorted(set(out)))
+
+
+def _keepdim_shape(shape, axes):
+    return tuple(1 if (axes is None or i in axes) else n for i, n in enumerate(shape))
+
+
+# ====================================================================== elementwise arithmetic
+class Add(Function):
+    """out = a + b.   dL/da = g,  dL/db = g  (each summed back to its own shape)."""
+
+    def forward(self, a, b):
+        self.shapes = (_shape(a), _shape(b))
+        return a + b
+
+    def backward(self, g):
+        na, nb = self.needs_input_grad
+        return (
+            unbroadcast(g, self.shapes[0]) if na else None,
+            unbroadcast(g, self.shapes[1]) if nb else None,
+        )
+
+
+class Sub(Function):
+    """out = a - b.   dL/da = g,  dL/db = -g."""
+
+    def forward(self, a, b):
+        self.shapes = (_shape(a), _shape(b))
+        return a - b
+
+    def backward(self, g):
+        na, nb = self.needs_input_grad
+        return (
+            unbroadcast(g, self.shapes[0]) if na else None,
+            unbroadcast(-g, self.shapes[1]) if nb else None,
+        )
+
+
+class Mul(Function):
+    """out = a * b.   dL/da = g * b,  dL/db = g * a."""
+
+    def forward(self, a, b):
+        na, nb = self.needs_input_grad
+        self.a = a if nb else None
+        self.b = b if na else None
+        self.shapes = (_shape(a), _shape(b))
+        return a * b
+
+    def backward(self, g):
+        na, nb = self.needs_input_grad
+        return (
+            unbroadcast(g * self.b, self.shapes[0]) if na else None,
+            unbroadcast(g * self.a, self.shapes[1]) if nb else None,
+        )
+
+
+class Div(Function):
+    """out = a / b.   dL/da = g / b,  dL/db = -g * a / b**2."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        self.shapes = (_shape(a), _shape(b))
+        return a / b
+
+    def backward(self, g):
+        na, nb = self.needs_input_grad
+        return (
+            unbroadcast(g / self.b, self.shapes[0]) if na else None,
+            unbroadcast(-g * self.a / (self.b * self.b), self.shapes[1]) if nb else None,
+        )
+
+
+class Neg(Function):
+    """out = -a.   dL/da = -g."""
+
+    def forward(self, a):
+        return -a
+
+    def backward(self, g):
+        return -g
+
+
+class Pow(Function):
+    """out = a ** b.   dL/da = g * b * a**(b-1)  (0 where b == 0),
+    dL/db = g * out * log(a)  (0 where a == 0 and b >= 0, as PyTorch)."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        self.shapes = (_shape(a), _shape(b))
+        self.out = a**b
+        return self.out
+
+    def backward(self, g):
+        a, b = self.a, self.b
+        xp = get_array_module(g)
+        ga = gb = None
+        if self.needs_input_grad[0]:
+            if np.isscalar(b):
+                ga = xp.zeros_like(g) if b == 0 else g * (b * a ** (b - 1))
+            else:
+                ga = xp.where(b == 0, 0, g * (b * a ** (b - 1)))
+            ga = unbroadcast(ga, self.shapes[0])
+        if self.needs_input_grad[1]:
+            mask = (a == 0) & (b >= 0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                gb = xp.where(mask, 0, g * (self.out * xp.log(a)))
+            gb = unbroadcast(gb, self.shapes[1])
+        return ga, gb
+
+
+def pow(a, b):
+    return Pow.apply(a, b)
+
+
+class Exp(Function):
+    """out = exp(a).   dL/da = g * out."""
+
+    def forward(self, a):
+        self.out = get_array_module(a).exp(a)
+        return self.out
+
+    def backward(self, g):
+        return g * self.out
+
+
+class Log(Function):
+    """out = log(a).   dL/da = g / a."""
+
+    def forward(self, a):
+        self.a = a
+        return get_array_module(a).log(a)
+
+    def backward(self, g):
+        return g / self.a
+
+
+class Sqrt(Function):
+    """out = sqrt(a).   dL/da = g / (2 * out)."""
+
+    def forward(self, a):
+        self.out = get_array_module(a).sqrt(a)
+        return self.out
+
+    def backward(self, g):
+        return g / (2 * self.out)
+
+
+class Abs(Function):
+    """out = |a|.   dL/da = g * sign(a)  (0 at a == 0, as PyTorch)."""
+
+    def forward(self, a):
+        self.a = a
+        return get_array_module(a).abs(a)
+
+    def backward(self, g):
+        return g * get_array_module(g).sign(self.a)
+
+
+class Clamp(Function):
+    """out = min(max(a, lo), hi).   dL/da = g where lo <= a <= hi, else 0 (bounds inclusive, as PyTorch)."""
+
+    def forward(self, a, lo=None, hi=None):
+        xp = get_array_module(a)
+        self.mask = xp.ones(a.shape, dtype=bool)
+        out = a
+        if lo is not None:
+            self.mask &= a >= lo
+            out = xp.maximum(out, lo)
+        if hi is not None:
+            self.mask &= a <= hi
+            out = xp.minimum(out, hi)
+        return out.astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        return g * self.mask
+
+
+def clamp(a, min=None, max=None):
+    if min is None and max is None:
+        raise ValueError("clamp: give at least one of min and max")
+    return Clamp.apply(a, lo=min, hi=max)
+
+
+class Where(Function):
+    """out = cond ? a : b.   dL/da = g where cond, dL/db = g where not cond."""
+
+    def forward(self, cond, a, b):
+        xp = get_array_module(cond, a, b)
+        self.cond = cond.astype(bool, copy=False)
+        self.shapes = (_shape(a), _shape(b))
+        return xp.where(self.cond, a, b)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        _, na, nb = self.needs_input_grad
+        zero = xp.zeros((), dtype=g.dtype)
+        return (
+            None,
+            unbroadcast(xp.where(self.cond, g, zero), self.shapes[0]) if na else None,
+            unbroadcast(xp.where(self.cond, zero, g), self.shapes[1]) if nb else None,
+        )
+
+
+def where(condition, a, b):
+    from minicnn.tensor import Tensor, _operand
+
+    like = next((t for t in (a, b, condition) if isinstance(t, Tensor)), None)
+    if like is None:
+        raise TypeError("where: at least one argument must be a Tensor")
+    cond = condition if isinstance(condition, Tensor) else _operand(condition, like)
+    if not isinstance(cond, Tensor):
+        cond = Tensor(np.asarray(cond), device=like.device)
+    return Where.apply(cond, _operand(a, like), _operand(b, like))
+
+
+# ====================================================================== matrix multiply
+class MatMul(Function):
+    """out = a @ b (batched, broadcast over leading dims).
+    dL/da = g @ b^T,  dL/db = a^T @ g  (1-D operands are promoted to matrices and back)."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, g):
+        a, b = self.a, self.b
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g2 = g[..., None] if b.ndim == 1 else g
+        g2 = g2[..., None, :] if a.ndim == 1 else g2
+        ga = gb = None
+        if self.needs_input_grad[0]:
+            ga = unbroadcast(g2 @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
+        if self.needs_input_grad[1]:
+            gb = unbroadcast(a2.swapaxes(-1, -2) @ g2, b2.shape).reshape(b.shape)
+        return ga, gb
+
+
+def matmul(a, b):
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(
+            f"matmul: both operands need at least 1 dimension, got shapes {a.shape} and {b.shape}"
+        )
+    k_a = a.shape[-1]
+    k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if k_a != k_b:
+        raise ValueError(
+            f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied: the last dimension of the "
+            f"first ({k_a}) must equal the {'only' if b.ndim == 1 else 'second-to-last'} dimension "
+            f"of the second ({k_b})"
+        )
+    if a.ndim > 2 and b.ndim > 2:
+        try:
+            np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        except ValueError:
+            raise ValueError(
+                f"matmul: batch dimensions of shapes {a.shape} and {b.shape} do not broadcast"
+            ) from None
+    return MatMul.apply(a, b)
+
+
+# ====================================================================== reductions
+class Sum(Function):
+    """out = sum of a over ``dim``.   dL/da = g broadcast back to a's shape."""
+
+    def forward(self, a, dim=None, keepdim=False):
+        self.axes = _normalize_dims(dim, a.ndim, "sum")
+        self.in_shape = a.shape
+        return a.sum(axis=self.axes, keepdims=keepdim)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        return xp.broadcast_to(g.reshape(_keepdim_shape(self.in_shape, self.axes)), self.in_shape)
+
+
+class Mean(Function):
+    """out = mean of a over ``dim``.   dL/da = g / (number of averaged elements), broadcast back."""
+
+    def forward(self, a, dim=None, keepdim=False):
+        self.axes = _normalize_dims(dim, a.ndim, "mean")
+        self.in_shape = a.shape
+        n = a.size if self.axes is None else int(np.prod([a.shape[i] for i in self.axes]))
+        self.count = n
+        return a.mean(axis=self.axes, keepdims=keepdim)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        g = g.reshape(_keepdim_shape(self.in_shape, self.axes)) / self.count
+        return xp.broadcast_to(g, self.in_shape)
+
+
+class AMax(Function):
+    """out = max (or min) of a over ``dim``.
+    dL/da = g split evenly between the elements equal to the extreme (as torch.amax)."""
+
+    def forward(self, a, dim=None, keepdim=False, minimum=False):
+        self.axes = _normalize_dims(dim, a.ndim, "amin" if minimum else "amax")
+        if a.size == 0:
+            raise RuntimeError("max/min of an empty tensor is not defined")
+        self.a = a
+        self.out = (a.min if minimum else a.max)(axis=self.axes, keepdims=True)
+        return (
+            self.out
+            if keepdim
+            else self.out.reshape(
+                tuple(n for i, n in enumerate(a.shape) if not (self.axes is None or i in self.axes))
+            )
+        )
+
+    def backward(self, g):
+        mask = self.a == self.out
+        count = mask.sum(axis=self.axes, keepdims=True)
+        g = g.reshape(self.out.shape)
+        return (mask * (g / count)).astype(g.dtype, copy=False)
+
+
+class MaxDim(Function):
+    """out = max (or min) of a along one ``dim``, with the index of the first extreme.
+    dL/da = g routed to that index only (as torch.max(dim))."""
+
+    def forward(self, a, dim, keepdim=False, minimum=False):
+        xp = get_array_module(a)
+        (self.axis,) = _normalize_dims(dim, a.ndim, "max")
+        self.in_shape = a.shape
+        idx = (xp.argmin if minimum else xp.argmax)(a, axis=self.axis)
+        self.idx = xp.expand_dims(idx, self.axis)
+        out = xp.take_along_axis(a, self.idx, axis=self.axis)
+        return out if keepdim else out.squeeze(self.axis)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        positions = xp.arange(self.in_shape[self.axis]).reshape(
+            [-1 if i == self.axis else 1 for i in range(len(self.in_shape))]
+        )
+        g = xp.expand_dims(g, self.axis) if g.ndim < len(self.in_shape) else g
+        return xp.where(positions == self.idx, g, xp.zeros((), dtype=g.dtype))
+
+
+MaxResult = namedtuple("max", ["values", "indices"])
+
+
+def _reduce_extreme(a, dim, keepdim, minimum):
+    if dim is None:
+        return AMax.apply(a, minimum=minimum)
+    values = MaxDim.apply(a, dim=dim, keepdim=keepdim, minimum=minimum)
+    return MaxResult(values, argmax(a, dim, keepdim, minimum=minimum))
+
+
+def reduce_max(a, dim=None, keepdim=False):
+    """``max(a)`` -> the largest element; ``max(a, dim)`` -> (values, indices) like torch.max."""
+    return _reduce_extreme(a, dim, keepdim, minimum=False)
+
+
+def reduce_min(a, dim=None, keepdim=False):
+    return _reduce_extreme(a, dim, keepdim, minimum=True)
+
+
+def argmax(a, dim=None, keepdim=False, minimum=False):
+    from minicnn.tensor import Tensor
+
+    xp = a._xp
+    f = xp.argmin if minimum else xp.argmax
+    if dim is None:
+        return Tensor._make(xp.asarray(f(a.data)).astype(np.int64))
+    out = f(a.data, axis=dim)
+    if keepdim:
+        out = xp.expand_dims(out, dim)
+    return Tensor._make(out.astype(np.int64))
+
+
+# ====================================================================== shape ops
+class Reshape(Function):
+    """out = a viewed with a new shape.   dL/da = g reshaped back."""
+
+    def forward(self, a, shape):
+        self.in_shape = a.shape
+        try:
+            return a.reshape(shape)
+        except ValueError:
+            raise ValueError(
+                f"reshape: cannot view a tensor of shape {tuple(a.shape)} ({a.size} elements) "
+                f"as shape {tuple(shape)}"
+            ) from None
+
+    def backward(self, g):
+        return g.reshape(self.in_shape)
+
+
+def _shape_args(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(int(s) for s in shape)
+
+
+def reshape(a, *shape):
+    return Reshape.apply(a, shape=_shape_args(shape))
+
+
+def flatten(a, start_dim=0, end_dim=-1):
+    if a.ndim == 0:
+        return reshape(a, 1)
+    s, e = start_dim % a.ndim, end_dim % a.ndim
+    if s > e:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+    return reshape(a, a.shape[:s] + (int(np.prod(a.shape[s : e + 1])),) + a.shape[e + 1 :])
+
+
+def unsqueeze(a, dim):
+    dim = dim % (a.ndim + 1)
+    return reshape(a, a.shape[:dim] + (1,) + a.shape[dim:])
+
+
+def squeeze(a, dim=None):
+    if dim is None:
+        return reshape(a, tuple(n for n in a.shape if n != 1))
+    dim = dim % max(a.ndim, 1)
+    if a.ndim == 0 or a.shape[dim] != 1:
+        return a
+    return reshape(a, a.shape[:dim] + a.shape[dim + 1 :])
+
+
+class Permute(Function):
+    """out = a with its axes reordered.   dL/da = g with the inverse order."""
+
+    def forward(self, a, dims):
+        self.inverse = tuple(int(i) for i in np.argsort(dims))
+        return a.transpose(dims)
+
+    def backward(self, g):
+        return g.transpose(self.inverse)
+
+
+def permute(a, *dims):
+    dims = _shape_args(dims)
+    if sorted(d % max(a.ndim, 1) for d in dims) != list(range(a.ndim)):
+        raise ValueError(f"permute: {dims} is not a permutation of the {a.ndim} dims of shape {a.shape}")
+    return Permute.apply(a, dims=tuple(d % a.ndim for d in dims))
+
+
+def transpose(a, dim0, dim1):
+    dims = list(range(a.ndim))
+    dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+    return Permute.apply(a, dims=tuple(dims))
+
+
+class Expand(Function):
+    """out = a broadcast to a larger shape.   dL/da = g summed over the broadcast dims."""
+
+    def forward(self, a, shape):
+        self.in_shape = a.shape
+        return get_array_module(a).broadcast_to(a, shape)
+
+    def backward(self, g):
+        return unbroadcast(g, self.in_shape)
+
+
+def expand(a, *shape):
+    shape = list(_shape_args(shape))
+    lead = len(shape) - a.ndim
+    for i in range(a.ndim):
+        if shape[lead + i] == -1:
+            shape[lead + i] = a.shape[i]
+    return Expand.apply(a, shape=tuple(shape))
+
+
+def _is_basic_index(index):
+    items = index if isinstance(index, tuple) else (index,)
+    return all(
+        i is None
+        or i is Ellipsis
+        or isinstance(i, (slice, int, np.integer))
+        or (hasattr(i, "dtype") and i.dtype == bool)
+        for i in items
+    )
+
+
+class GetItem(Function):
+    """out = a[index].   dL/da = zeros with g written (basic index) or added (integer arrays,
+    where repeated indices must sum) at the indexed places."""
+
+    def forward(self, a, index):
+        self.in_shape, self.index = a.shape, index
+        self.dtype = a.dtype
+        return a[index]
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        grad = xp.zeros(self.in_shape, dtype=g.dtype)
+        if _is_basic_index(self.index):
+            grad[self.index] = g
+        else:
+            scatter_add(grad, self.index, g)
+        return grad
+
+
+def getitem(a, index):
+    from minicnn.tensor import Tensor
+
+    def conv(i):
+        if isinstance(i, Tensor):
+            return i.data
+        if isinstance(i, list):
+            return a._xp.asarray(i)
+        return i
+
+    index = tuple(conv(i) for i in index) if isinstance(index, tuple) else conv(index)
+    return GetItem.apply(a, index=index)
+
+
+class Cat(Function):
+    """out = the inputs joined along ``dim``.   dL/d(input_i) = the slice of g that input_i fills."""
+
+    def forward(self, *arrays, dim=0):
+        xp = get_array_module(*arrays)
+        self.axis = dim % arrays[0].ndim
+        self.sizes = [x.shape[self.axis] for x in arrays]
+        return xp.concatenate(arrays, axis=self.axis)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        return tuple(xp.split(g, np.cumsum(self.sizes)[:-1].tolist(), axis=self.axis))
+
+
+class Stack(Function):
+    """out = the inputs stacked along a new ``dim``.   dL/d(input_i) = g indexed at i along ``dim``."""
+
+    def forward(self, *arrays, dim=0):
+        xp = get_array_module(*arrays)
+        self.axis = dim % (arrays[0].ndim + 1)
+        return xp.stack(arrays, axis=self.axis)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        return tuple(xp.moveaxis(g, self.axis, 0))
+
+
+def _check_same_shapes(tensors, op, skip_dim=None):
+    if not tensors:
+        raise ValueError(f"{op}: expected a non-empty sequence of tensors")
+    ref = tensors[0].shape
+    for t in tensors[1:]:
+        same = len(t.shape) == len(ref) and all(
+            a == b
+            for i, (a, b) in enumerate(zip(t.shape, ref))
+            if skip_dim is None or i != skip_dim % len(ref)
+        )
+        if not same:
+            raise ValueError(f"{op}: all tensors must have matching shapes, got {ref} and {t.shape}")
+
+
+def cat(tensors, dim=0):
+    tensors = list(tensors)
+    _check_same_shapes(tensors, "cat", skip_dim=dim)
+    return Cat.apply(*tensors, dim=dim)
+
+
+def stack(tensors, dim=0):
+    tensors = list(tensors)
+    _check_same_shapes(tensors, "stack")
+    return Stack.apply(*tensors, dim=dim)
+
+
+# ====================================================================== dtype / device moves
+class Cast(Function):
+    """out = a converted to ``dtype``.   dL/da = g converted back to a's dtype."""
+
+    def forward(self, a, dtype):
+        self.in_dtype = a.dtype
+        return a.astype(dtype)
+
+    def backward(self, g):
+        return g.astype(self.in_dtype)
+
+
+class ToDevice(Function):
+    """out = a copied to ``device``.   dL/da = g copied back to a's device."""
+
+    def forward(self, a, device):
+        self.src = device_of(a)
+        return to_device(a, device)
+
+    def backward(self, g):
+        return to_device(g, self.src)
+
+
+class Clone(Function):
+    """out = a copy of a.   dL/da = g."""
+
+    def forward(self, a):
+        return a.copy()
+
+    def backward(self, g):
+        return g
