@@ -38,6 +38,7 @@ from minicnn.ops.basic import (
 )
 from minicnn.ops.basic import reduce_max as max  # noqa: A004  (torch.max)
 from minicnn.ops.basic import reduce_min as min  # noqa: A004  (torch.min)
+from minicnn.profiler import profile
 from minicnn.random import get_rng_state, initial_seed, manual_seed, set_rng_state
 from minicnn.tensor import (
     Tensor,
