@@ -61,14 +61,27 @@ class set_grad_enabled:
 
 
 class no_grad(set_grad_enabled):
-    """``with minicnn.no_grad():`` runs ops without recording a graph (evaluation, optimizer steps)."""
+    """``with minicnn.no_grad():`` runs ops without recording a graph (evaluation, optimizer steps).
+
+    Also a decorator, with or without parentheses: ``@minicnn.no_grad()`` or ``@minicnn.no_grad``.
+    """
+
+    def __new__(cls, func=None):
+        if func is None:
+            return super().__new__(cls)
+        return cls()(func)  # used as a bare decorator: wrap func right away
 
     def __init__(self):
         super().__init__(False)
 
 
 class enable_grad(set_grad_enabled):
-    """Turns graph building back on inside a ``no_grad`` block."""
+    """Turns graph building back on inside a ``no_grad`` block (also a decorator, like ``no_grad``)."""
+
+    def __new__(cls, func=None):
+        if func is None:
+            return super().__new__(cls)
+        return cls()(func)
 
     def __init__(self):
         super().__init__(True)
@@ -101,7 +114,7 @@ class Function:
             out = fn.forward(*raw, **kwargs)
         else:
             out = _timed(_op_timer, cls.__name__, "forward", fn.forward, raw, kwargs)
-        if requires_grad:
+        if requires_grad and out.dtype.kind in "fc":  # integer results (casts) carry no gradient
             fn.inputs = tuple(a if isinstance(a, Tensor) else None for a in args)
             return Tensor._make(out, requires_grad=True, grad_fn=fn)
         return Tensor._make(out)

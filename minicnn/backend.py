@@ -71,11 +71,11 @@ class Device:
             return
         if not isinstance(spec, str):
             raise TypeError(f"device must be a string like 'cpu', 'cuda' or 'cuda:1', got {spec!r}")
-        name, _, idx = spec.strip().lower().partition(":")
-        if name == "cpu" and not idx:
+        name, sep, idx = spec.strip().lower().partition(":")
+        if name == "cpu" and (not sep or idx == "0"):  # 'cpu' or 'cpu:0', as torch
             self.type, self.index = "cpu", None
         elif name in ("cuda", "gpu"):
-            if idx and not idx.isdigit():
+            if (sep and not idx) or (idx and not idx.isdigit()):
                 raise ValueError(f"unknown device {spec!r}: the GPU index must be a number, as in 'cuda:0'")
             self.type, self.index = "cuda", int(idx) if idx else 0
         else:

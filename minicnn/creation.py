@@ -51,6 +51,11 @@ def ones(*size, dtype=None, device="cpu", requires_grad=False) -> Tensor:
 
 
 def full(size, fill_value, dtype=None, device="cpu", requires_grad=False) -> Tensor:
+    """Like torch.full: without ``dtype``, a bool fill gives bool, an int fill int64, a float the default."""
+    if dtype is None and isinstance(fill_value, (bool, np.bool_)):
+        dtype = np.bool_
+    elif dtype is None and isinstance(fill_value, (int, np.integer)):
+        dtype = np.int64
     return _finish(Device(device).xp.full(tuple(size), fill_value, dtype=_float_dtype(dtype)), requires_grad)
 
 

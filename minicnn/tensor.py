@@ -416,10 +416,10 @@ def _operand(other, like):
     """
     if isinstance(other, Tensor):
         return other
+    if isinstance(other, np.generic):  # before the float check: np.float64 is a subclass of float
+        return other.item()
     if isinstance(other, (bool, int, float)):
         return other
-    if isinstance(other, np.generic):
-        return other.item()
     return Tensor._make(_as_array(other, device=like.device))
 
 

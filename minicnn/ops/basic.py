@@ -37,12 +37,12 @@ def _normalize_dims(dim, ndim, op):
     if dim is None:
         return None
     dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
-    out = []
+    out, n = [], max(ndim, 1)  # a 0-d tensor accepts dim 0 and -1, as in PyTorch
     for d in dims:
-        if not -ndim <= d < max(ndim, 1):
+        if not -n <= d < n:
             raise IndexError(f"{op}: dim {d} is out of range for a tensor with {ndim} dimension(s)")
-        out.append(int(d) % max(ndim, 1))
-    return tuple(sorted(set(out)))
+        out.append(int(d) % n)
+    return tuple(sorted(set(out))) if ndim else ()
 
 
 def _keepdim_shape(shape, axes):
@@ -146,8 +146,10 @@ class Pow(Function):
             ga = unbroadcast(ga, self.shapes[0])
         if self.needs_input_grad[1]:
             mask = (a == 0) & (b >= 0)
+            # a may be a Python scalar (2 ** x): take its log in the output dtype, not float64
+            log_a = xp.log(xp.asarray(a, dtype=self.out.dtype))
             with np.errstate(divide="ignore", invalid="ignore"):
-                gb = xp.where(mask, 0, g * (self.out * xp.log(a)))
+                gb = xp.where(mask, 0, g * (self.out * log_a))
             gb = unbroadcast(gb, self.shapes[1])
         return ga, gb
 
@@ -353,7 +355,7 @@ class AMax(Function):
 
     def backward(self, g):
         mask = self.a == self.out
-        count = mask.sum(axis=self.axes, keepdims=True)
+        count = mask.sum(axis=self.axes, keepdims=True).astype(g.dtype)  # no float64 upcast
         g = g.reshape(self.out.shape)
         return (mask * (g / count)).astype(g.dtype, copy=False)
 
