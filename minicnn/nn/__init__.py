@@ -1,3 +1,32 @@
-"""``minicnn.nn``: layers with PyTorch's names and defaults, and ``functional`` (``F``)."""
+"""``minicnn.nn``: ``Module``, layers with PyTorch's names, signatures and default initialisation,
+``init`` (weight initialisers) and ``functional`` (``F``, the ops as functions)."""
 
-from minicnn.nn import functional
+from minicnn.nn import functional, init
+from minicnn.nn.module import IncompatibleKeys, Module, RemovableHandle
+from minicnn.nn.modules import (
+    ELU,
+    GELU,
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    CrossEntropyLoss,
+    Dropout,
+    Flatten,
+    Identity,
+    LeakyReLU,
+    Linear,
+    LogSoftmax,
+    MaxPool2d,
+    ModuleList,
+    MSELoss,
+    NLLLoss,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Tanh,
+)
+from minicnn.nn.parameter import Parameter
