@@ -1,0 +1,213 @@
+"""What the two benchmark workers share: the cases, the timing loop, memory and FLOP counting.
+
+Imports nothing heavier than NumPy, so the driver (``run.py``) can use it without loading
+minicnn or torch into its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+from time import perf_counter
+
+RESULT_MARK = "@@BENCH-RESULT@@ "
+
+# --------------------------------------------------------------------------- the two models
+# Each layer: ("conv", c_in, c_out, kernel, padding) | ("bn", c) | ("relu",) | ("pool", k)
+#             | ("flatten",) | ("linear", n_in, n_out)
+# minicnn's own builders (minicnn.models.mnist_cnn / cifar_cnn) are what the minicnn worker runs;
+# this spec builds the PyTorch twin and counts FLOPs. Both workers report their parameter count
+# and the driver checks that they agree.
+MODELS = {
+    "mnist": {
+        "input": (1, 28, 28),
+        "classes": 10,
+        "batch": 64,
+        "optimizer": "adam",
+        "params": 50_378,
+        "layers": [
+            ("conv", 1, 32, 3, 1), ("bn", 32), ("relu",), ("pool", 2),
+            ("conv", 32, 64, 3, 1), ("bn", 64), ("relu",), ("pool", 2),
+            ("flatten",), ("linear", 3136, 10),
+        ],
+    },
+    "cifar": {
+        "input": (3, 32, 32),
+        "classes": 10,
+        "batch": 128,
+        "optimizer": "sgd",
+        "params": 620_810,
+        "layers": [
+            ("conv", 3, 32, 3, 1), ("bn", 32), ("relu",), ("pool", 2),
+            ("conv", 32, 64, 3, 1), ("bn", 64), ("relu",), ("pool", 2),
+            ("conv", 64, 128, 3, 1), ("bn", 128), ("relu",), ("pool", 2),
+            ("flatten",), ("linear", 2048, 256), ("relu",), ("linear", 256, 10),
+        ],
+    },
+}  # fmt: skip
+
+OPTIMIZERS = {
+    "adam": {"lr": 1e-3},  # Adam, PyTorch defaults (betas 0.9/0.999, eps 1e-8)
+    "sgd": {"lr": 0.01, "momentum": 0.9},
+}
+
+
+def model_macs(name: str, batch: int) -> int:
+    """Multiply-accumulates of one forward pass: conv N*C_out*H_out*W_out*C_in*k*k, linear N*in*out."""
+    spec = MODELS[name]
+    _, h, w = spec["input"]
+    macs = 0
+    for layer in spec["layers"]:
+        if layer[0] == "conv":
+            _, cin, cout, k, p = layer
+            h, w = h + 2 * p - k + 1, w + 2 * p - k + 1
+            macs += batch * cout * h * w * cin * k * k
+        elif layer[0] == "pool":
+            h, w = h // layer[1], w // layer[1]
+        elif layer[0] == "linear":
+            macs += batch * layer[1] * layer[2]
+    return macs
+
+
+def conv_macs(shape) -> int:
+    """MACs of a stride-1 conv2d: shape = (N, C_in, H, W, C_out, k, padding)."""
+    n, cin, h, w, cout, k, p = shape
+    return n * cout * (h + 2 * p - k + 1) * (w + 2 * p - k + 1) * cin * k * k
+
+
+# --------------------------------------------------------------------------- micro-benchmark cases
+# conv2d: (N, C_in, H, W, C_out, kernel, padding), stride 1 -- the layers of the two models.
+CONV_SHAPES = {
+    "mnist conv1": (64, 1, 28, 28, 32, 3, 1),
+    "mnist conv2": (64, 32, 14, 14, 64, 3, 1),
+    "cifar conv2": (128, 32, 16, 16, 64, 3, 1),
+    "cifar conv3": (128, 64, 8, 8, 128, 3, 1),
+}
+POOL_SHAPES = {"mnist pool1": (64, 32, 28, 28), "cifar pool1": (128, 32, 32, 32)}
+BN_SHAPES = {"mnist bn1": (64, 32, 28, 28), "cifar bn2": (128, 64, 16, 16)}
+CE_SHAPES = {"b128 x 10": (128, 10), "b512 x 1000": (512, 1000)}
+QUICK_OPS = {"mnist conv2", "mnist pool1", "mnist bn1", "b128 x 10"}
+
+SWEEP_BATCHES = (16, 32, 64, 128, 256, 512)
+
+
+def op_cases(quick: bool):
+    """(op, label, shape) for every micro-benchmark."""
+    cases = []
+    tables = {
+        "conv2d": CONV_SHAPES,
+        "max_pool2d": POOL_SHAPES,
+        "batch_norm": BN_SHAPES,
+        "cross_entropy": CE_SHAPES,
+    }
+    for op, table in tables.items():
+        for label, shape in table.items():
+            if not quick or label in QUICK_OPS:
+                cases.append((op, label, shape))
+    return cases
+
+
+# --------------------------------------------------------------------------- timing
+def time_it(fn, warmup: int, repeats: int, sync=None, before=None) -> dict:
+    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` timed times; return seconds statistics.
+
+    ``before`` (untimed) runs before every call, e.g. to clear gradients; ``sync`` waits for a GPU.
+    """
+    for _ in range(warmup):
+        if before is not None:
+            before()
+        fn()
+    if sync is not None:
+        sync()
+    times = []
+    for _ in range(repeats):
+        if before is not None:
+            before()
+        t0 = perf_counter()
+        fn()
+        if sync is not None:
+            sync()
+        times.append(perf_counter() - t0)
+    times.sort()
+    q = len(times) // 4
+    return {
+        "median_s": statistics.median(times),
+        "min_s": times[0],
+        "p25_s": times[q],
+        "p75_s": times[-1 - q],
+        "repeats": repeats,
+        "warmup": warmup,
+    }
+
+
+# --------------------------------------------------------------------------- memory
+# Peak resident memory of the worker process above the baseline taken after the imports.
+# On Linux, writing "5" to /proc/self/clear_refs resets the peak (VmHWM) to the current RSS, so
+# peak = VmHWM at the end - VmRSS at the reset. Elsewhere ru_maxrss (a high-water mark since the
+# process started) minus the RSS after imports is used. Same method for both libraries.
+def _status_kib(field: str):
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def memory_baseline() -> dict:
+    reset = False
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        reset = True
+    except OSError:
+        pass
+    rss = _status_kib("VmRSS")
+    if rss is None:  # not Linux: ru_maxrss is KiB on Linux, bytes on macOS
+        scale = 1 if sys.platform.startswith("linux") else 1 / 1024
+        rss = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+    return {"rss_kib": rss, "hwm_reset": reset}
+
+
+def memory_peak_mib(baseline: dict) -> dict:
+    hwm = _status_kib("VmHWM") if baseline["hwm_reset"] else None
+    if hwm is None:
+        scale = 1 if sys.platform.startswith("linux") else 1 / 1024
+        hwm = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+        method = "ru_maxrss - RSS after imports"
+    else:
+        method = "VmHWM (reset after imports) - RSS after imports"
+    return {"peak_mib": (hwm - baseline["rss_kib"]) / 1024, "method": method}
+
+
+# --------------------------------------------------------------------------- process plumbing
+def pin_threads(threads: int) -> list:
+    """Pin this process to the first ``threads`` CPUs it may use (Linux); returns the CPU list."""
+    if hasattr(os, "sched_getaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))[:threads]
+        os.sched_setaffinity(0, cpus)
+        return cpus
+    return []
+
+
+def blas_info() -> list:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return [{"note": "threadpoolctl not installed"}]
+    keep = ("user_api", "internal_api", "prefix", "version", "num_threads", "architecture", "threading_layer")
+    return [{k: d[k] for k in keep if k in d} for d in threadpool_info()]
+
+
+def read_task() -> dict:
+    return json.loads(sys.argv[1])
+
+
+def emit(result: dict) -> None:
+    sys.stdout.write(RESULT_MARK + json.dumps(result) + "\n")
+    sys.stdout.flush()

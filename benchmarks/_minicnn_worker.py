@@ -1,0 +1,267 @@
+"""minicnn side of the benchmarks: ``python _minicnn_worker.py '<json task>'`` (started by run.py).
+
+Runs one task in a fresh process, pinned to the thread count the driver gives, and prints one
+result line (see ``_common.emit``). The cases mirror ``_torch_worker.py`` line for line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(1, os.path.dirname(HERE))  # the repository root: run from a checkout
+
+from _common import (  # noqa: E402
+    MODELS,
+    OPTIMIZERS,
+    SWEEP_BATCHES,
+    blas_info,
+    emit,
+    memory_baseline,
+    memory_peak_mib,
+    op_cases,
+    pin_threads,
+    read_task,
+    time_it,
+)
+
+
+def build_model(name):
+    """minicnn's own model builder (minicnn.models), or the same stack from the spec if it is missing."""
+    try:
+        from minicnn import models
+
+        return getattr(models, f"{name}_cnn")(), f"minicnn.models.{name}_cnn()"
+    except (ImportError, AttributeError):
+        pass
+    from minicnn import nn
+
+    layers = []
+    for layer in MODELS[name]["layers"]:
+        kind = layer[0]
+        if kind == "conv":
+            _, cin, cout, k, p = layer
+            layers.append(nn.Conv2d(cin, cout, k, padding=p))
+        elif kind == "bn":
+            layers.append(nn.BatchNorm2d(layer[1]))
+        elif kind == "relu":
+            layers.append(nn.ReLU())
+        elif kind == "pool":
+            layers.append(nn.MaxPool2d(layer[1]))
+        elif kind == "flatten":
+            layers.append(nn.Flatten())
+        elif kind == "linear":
+            layers.append(nn.Linear(layer[1], layer[2]))
+    return nn.Sequential(*layers), "nn.Sequential built from benchmarks/_common.py MODELS"
+
+
+def make_optimizer(name, params):
+    from minicnn import optim
+
+    if MODELS[name]["optimizer"] == "adam":
+        return optim.Adam(params, **OPTIMIZERS["adam"])
+    return optim.SGD(params, **OPTIMIZERS["sgd"])
+
+
+def _data(mc, np, name, batch, device):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, *MODELS[name]["input"]), dtype=np.float32)
+    y = rng.integers(0, MODELS[name]["classes"], batch)
+    return mc.tensor(x, device=device), mc.tensor(y, device=device)
+
+
+def train_step_fn(mc, np, name, batch, device):
+    import minicnn.nn.functional as F
+
+    mc.manual_seed(0)
+    model, source = build_model(name)
+    model.to(device)
+    model.train()
+    opt = make_optimizer(name, model.parameters())
+    x, y = _data(mc, np, name, batch, device)
+
+    def step():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+
+    return step, model, source
+
+
+def model_task(mc, np, task, device, sync):
+    name, batch = task["model"], task.get("batch") or MODELS[task["model"]]["batch"]
+    if task["mode"] == "train":
+        step, model, source = train_step_fn(mc, np, name, batch, device)
+    else:
+        mc.manual_seed(0)
+        model, source = build_model(name)
+        model.to(device)
+        model.eval()
+        x, _ = _data(mc, np, name, batch, device)
+
+        def step():
+            with mc.no_grad():
+                model(x)
+
+    stats = time_it(step, task["warmup"], task["repeats"], sync)
+    stats["params"] = int(sum(p.data.size for p in model.parameters()))
+    stats["model_source"] = source
+    return stats
+
+
+def profile_task(mc, np, task, device):
+    """The profiler's breakdown of ``repeats`` training steps (after ``warmup`` unprofiled ones)."""
+    name = task["model"]
+    step, _, source = train_step_fn(mc, np, name, MODELS[name]["batch"], device)
+    for _ in range(task["warmup"]):
+        step()
+    with mc.profile() as prof:
+        for _ in range(task["repeats"]):
+            step()
+    return {"table": prof.table(steps=task["repeats"]), "rows": prof.rows(), "model_source": source}
+
+
+def op_task(mc, np, task, device, sync):
+    import minicnn.nn.functional as F
+
+    rng = np.random.default_rng(0)
+
+    def randn(*shape, grad=True):
+        arr = rng.standard_normal(shape, dtype=np.float32)
+        return mc.tensor(arr, device=device, requires_grad=grad)
+
+    def time_op(op, label, shape):
+        """Median forward (no_grad) and backward (retain_graph) times of one op at one shape."""
+        if op == "conv2d":
+            n, cin, h, w, cout, k, p = shape
+            x, wt, b = randn(n, cin, h, w), randn(cout, cin, k, k), randn(cout)
+            leaves = (x, wt, b)
+
+            def fwd():
+                return F.conv2d(x, wt, b, padding=p)
+
+        elif op == "max_pool2d":
+            x = randn(*shape)
+            leaves = (x,)
+
+            def fwd():
+                return F.max_pool2d(x, 2)
+
+        elif op == "batch_norm":
+            c = shape[1]
+            x, wt, b = randn(*shape), randn(c), randn(c)
+            rm, rv = mc.zeros(c, device=device), mc.ones(c, device=device)
+            leaves = (x, wt, b)
+
+            def fwd():
+                return F.batch_norm(x, rm, rv, wt, b, training=True)
+
+        else:  # cross_entropy
+            x = randn(*shape)
+            t = mc.tensor(rng.integers(0, shape[1], shape[0]), device=device)
+            leaves = (x,)
+
+            def fwd():
+                return F.cross_entropy(x, t)
+
+        def fwd_nograd():
+            with mc.no_grad():
+                fwd()
+
+        out = fwd()
+        grad = None if out.ndim == 0 else randn(*out.shape, grad=False)
+
+        def clear():
+            for t in leaves:
+                t.grad = None
+
+        def bwd():
+            out.backward(grad, retain_graph=True)
+
+        return {
+            "forward": time_it(fwd_nograd, task["warmup"], task["repeats"], sync),
+            "backward": time_it(bwd, task["warmup"], task["repeats"], sync, before=clear),
+        }
+
+    results = []
+    for op, label, shape in op_cases(task["quick"]):
+        entry = {"op": op, "label": label, "shape": list(shape)}
+        try:
+            entry.update(time_op(op, label, shape))
+        except Exception as exc:  # an op that is missing or broken: report it, time the others
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+        results.append(entry)
+    return {"ops": results}
+
+
+def main():
+    task = read_task()
+    cpus = pin_threads(task["threads"])
+    import numpy as np
+
+    import minicnn as mc
+
+    device = task.get("device", "cpu")
+    sync = None
+    if device == "cuda":
+        from minicnn.backend import cupy_module
+
+        cp = cupy_module()
+
+        def sync():
+            cp.cuda.Device().synchronize()
+
+    kind = task["kind"]
+    base = memory_baseline()
+    if kind == "probe":
+        result = {
+            "numpy": np.__version__,
+            "minicnn": mc.__version__,
+            "cuda_available": bool(mc.cuda_available()),
+            "blas": blas_info(),
+            "numpy_blas": _numpy_blas_config(np),
+            "cpus": cpus,
+        }
+    elif kind == "gemm":
+        n = task["n"]
+        a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+        b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+        if device == "cuda":
+            a, b = cp.asarray(a), cp.asarray(b)
+        result = time_it(lambda: a @ b, 2, task["repeats"], sync)
+        result["gflops"] = 2 * n**3 / result["median_s"] / 1e9
+    elif kind == "model":
+        result = model_task(mc, np, task, device, sync)
+    elif kind == "profile":
+        result = profile_task(mc, np, task, device)
+    elif kind == "ops":
+        result = op_task(mc, np, task, device, sync)
+    elif kind == "sweep":
+        result = {"sweep": {}}
+        for b in task.get("batches", SWEEP_BATCHES):
+            sub = dict(task, kind="model", model="mnist", mode="train", batch=b)
+            result["sweep"][str(b)] = model_task(mc, np, sub, device, sync)
+    else:
+        raise ValueError(f"unknown task kind {kind!r}")
+    if device == "cuda" and kind != "probe":
+        result["gpu_peak_mib"] = cp.get_default_memory_pool().total_bytes() / 2**20
+        result["gpu_memory_method"] = "cupy default memory pool total_bytes at the end"
+    result["memory"] = memory_peak_mib(base)
+    emit(result)
+
+
+def _numpy_blas_config(np):
+    """The BLAS numpy was built against (numpy >= 2 exposes it as a dict)."""
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = cfg["Build Dependencies"]["blas"]
+        return {k: blas.get(k) for k in ("name", "version", "openblas configuration")}
+    except Exception as exc:  # older numpy: no mode="dicts"
+        return {"note": f"numpy.show_config(mode='dicts') unavailable: {exc}"}
+
+
+if __name__ == "__main__":
+    main()

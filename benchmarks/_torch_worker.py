@@ -1,0 +1,205 @@
+"""PyTorch side of the benchmarks: ``python _torch_worker.py '<json task>'`` (started by run.py).
+
+Runs one task in a fresh process, pinned to the thread count the driver gives, and prints one
+result line (see ``_common.emit``). The cases mirror ``_minicnn_worker.py`` line for line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import (  # noqa: E402
+    MODELS,
+    OPTIMIZERS,
+    SWEEP_BATCHES,
+    blas_info,
+    emit,
+    memory_baseline,
+    memory_peak_mib,
+    op_cases,
+    pin_threads,
+    read_task,
+    time_it,
+)
+
+
+def build_model(torch, name):
+    nn = torch.nn
+    layers = []
+    for layer in MODELS[name]["layers"]:
+        kind = layer[0]
+        if kind == "conv":
+            _, cin, cout, k, p = layer
+            layers.append(nn.Conv2d(cin, cout, k, padding=p))
+        elif kind == "bn":
+            layers.append(nn.BatchNorm2d(layer[1]))
+        elif kind == "relu":
+            layers.append(nn.ReLU())
+        elif kind == "pool":
+            layers.append(nn.MaxPool2d(layer[1]))
+        elif kind == "flatten":
+            layers.append(nn.Flatten())
+        elif kind == "linear":
+            layers.append(nn.Linear(layer[1], layer[2]))
+    return nn.Sequential(*layers)
+
+
+def make_optimizer(torch, name, params):
+    kind = MODELS[name]["optimizer"]
+    if kind == "adam":
+        return torch.optim.Adam(params, **OPTIMIZERS["adam"])
+    return torch.optim.SGD(params, **OPTIMIZERS["sgd"])
+
+
+def model_task(torch, task, device, sync):
+    name, batch = task["model"], task.get("batch") or MODELS[task["model"]]["batch"]
+    torch.manual_seed(0)
+    model = build_model(torch, name).to(device)
+    x = torch.randn(batch, *MODELS[name]["input"], device=device)
+    y = torch.randint(0, MODELS[name]["classes"], (batch,), device=device)
+    F = torch.nn.functional
+    if task["mode"] == "train":
+        model.train()
+        opt = make_optimizer(torch, name, model.parameters())
+
+        def step():
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+
+    else:
+        model.eval()
+
+        def step():
+            with torch.no_grad():
+                model(x)
+
+    stats = time_it(step, task["warmup"], task["repeats"], sync)
+    stats["params"] = sum(p.numel() for p in model.parameters())
+    return stats
+
+
+def op_task(torch, task, device, sync):
+    F = torch.nn.functional
+    g = torch.Generator(device="cpu").manual_seed(0)
+
+    def randn(*shape, grad=True):
+        return torch.randn(*shape, generator=g).to(device).requires_grad_(grad)
+
+    def time_op(op, label, shape):
+        """Median forward (no_grad) and backward (retain_graph) times of one op at one shape."""
+        if op == "conv2d":
+            n, cin, h, w, cout, k, p = shape
+            x, wt, b = randn(n, cin, h, w), randn(cout, cin, k, k), randn(cout)
+            leaves = (x, wt, b)
+
+            def fwd():
+                return F.conv2d(x, wt, b, padding=p)
+
+        elif op == "max_pool2d":
+            x = randn(*shape)
+            leaves = (x,)
+
+            def fwd():
+                return F.max_pool2d(x, 2)
+
+        elif op == "batch_norm":
+            c = shape[1]
+            x, wt, b = randn(*shape), randn(c), randn(c)
+            rm, rv = torch.zeros(c, device=device), torch.ones(c, device=device)
+            leaves = (x, wt, b)
+
+            def fwd():
+                return F.batch_norm(x, rm, rv, wt, b, training=True)
+
+        else:  # cross_entropy
+            x = randn(*shape)
+            t = torch.randint(0, shape[1], (shape[0],), generator=g).to(device)
+            leaves = (x,)
+
+            def fwd():
+                return F.cross_entropy(x, t)
+
+        def fwd_nograd():
+            with torch.no_grad():
+                fwd()
+
+        out = fwd()
+        grad = None if out.ndim == 0 else torch.randn(out.shape, generator=g).to(device)
+
+        def clear():
+            for t in leaves:
+                t.grad = None
+
+        def bwd():
+            out.backward(grad, retain_graph=True)
+
+        return {
+            "forward": time_it(fwd_nograd, task["warmup"], task["repeats"], sync),
+            "backward": time_it(bwd, task["warmup"], task["repeats"], sync, before=clear),
+        }
+
+    results = []
+    for op, label, shape in op_cases(task["quick"]):
+        entry = {"op": op, "label": label, "shape": list(shape)}
+        try:
+            entry.update(time_op(op, label, shape))
+        except Exception as exc:  # an op that is missing or broken: report it, time the others
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+        results.append(entry)
+    return {"ops": results}
+
+
+def main():
+    task = read_task()
+    cpus = pin_threads(task["threads"])
+    import torch
+
+    torch.set_num_threads(task["threads"])
+    device = task.get("device", "cpu")
+    sync = None
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        sync = torch.cuda.synchronize
+    kind = task["kind"]
+    base = memory_baseline()
+    if kind == "probe":
+        result = {
+            "torch": torch.__version__,
+            "cuda_available": bool(torch.cuda.is_available()),
+            "threads": torch.get_num_threads(),
+            "mkldnn": bool(torch.backends.mkldnn.is_available()),
+            "blas": blas_info(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpus": cpus,
+        }
+    elif kind == "gemm":
+        n = task["n"]
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        result = time_it(lambda: torch.mm(a, b), 2, task["repeats"], sync)
+        result["gflops"] = 2 * n**3 / result["median_s"] / 1e9
+    elif kind == "model":
+        result = model_task(torch, task, device, sync)
+    elif kind == "ops":
+        result = op_task(torch, task, device, sync)
+    elif kind == "sweep":
+        result = {"sweep": {}}
+        for b in task.get("batches", SWEEP_BATCHES):
+            sub = dict(task, kind="model", model="mnist", mode="train", batch=b)
+            result["sweep"][str(b)] = model_task(torch, sub, device, sync)
+    else:
+        raise ValueError(f"unknown task kind {kind!r}")
+    if device == "cuda" and kind != "probe":
+        result["gpu_peak_mib"] = torch.cuda.max_memory_reserved() / 2**20
+        result["gpu_memory_method"] = "torch.cuda.max_memory_reserved"
+    result["memory"] = memory_peak_mib(base)
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
