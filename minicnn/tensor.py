@@ -344,6 +344,31 @@ class Tensor:
     def abs(self):
         return _ops.Abs.apply(self)
 
+    def relu(self):
+        from minicnn.ops.activation import relu
+
+        return relu(self)
+
+    def sigmoid(self):
+        from minicnn.ops.activation import sigmoid
+
+        return sigmoid(self)
+
+    def tanh(self):
+        from minicnn.ops.activation import tanh
+
+        return tanh(self)
+
+    def softmax(self, dim):
+        from minicnn.ops.activation import softmax
+
+        return softmax(self, dim)
+
+    def log_softmax(self, dim):
+        from minicnn.ops.activation import log_softmax
+
+        return log_softmax(self, dim)
+
     def sum(self, dim=None, keepdim=False):
         return _ops.Sum.apply(self, dim=dim, keepdim=keepdim)
 

@@ -1,0 +1,277 @@
+"""Loss functions: ``cross_entropy`` (fused log-softmax + NLL, op ``CrossEntropy``), ``nll_loss``
+(op ``NLLLoss``) and ``mse_loss`` (op ``MSELoss``), with PyTorch's arguments and weighting rules.
+
+Layout: the class axis is axis 1: logits (N, C) or (N, C, d1, d2, ...) (e.g. per-pixel
+classification), class-index targets (N,) or (N, d1, d2, ...); a single sample (C,) with a 0-d
+target also works. Derivation of the cross-entropy gradient: docs/backprop/softmax_cross_entropy.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+from minicnn.autograd import Function
+from minicnn.backend import get_array_module
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _class_view(v, ndim):
+    """A (C,) vector reshaped to (1, C, 1, ...) so it broadcasts along the class axis of an ndim array."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _index_weights(target, weight, ignore_index, dtype, xp):
+    """For class-index targets: (valid, safe_target, w_t). valid[i] is False for ignored samples,
+    safe_target has them replaced by class 0, w_t[i] = weight[target[i]] (1 without weights), 0 if ignored."""
+    valid = target != ignore_index
+    safe = xp.where(valid, target, 0)
+    w_t = valid.astype(dtype) if weight is None else weight[safe] * valid
+    return valid, safe, w_t
+
+
+def _one_hot(safe_target, num_classes, ndim, xp):
+    """Boolean (N, C, d...) array, True at [i, target[i], ...]."""
+    classes = _class_view(xp.arange(num_classes), ndim)
+    return xp.expand_dims(safe_target, 1) == classes
+
+
+def _reduce(loss, reduction, denom):
+    if reduction == "none":
+        return loss
+    total = loss.sum()
+    return total if reduction == "sum" else total / denom
+
+
+def _grad_scale(g, reduction, denom, xp):
+    """Upstream gradient per sample, shaped (N, 1, d...) to broadcast over classes."""
+    if reduction == "none":
+        return xp.expand_dims(g, 1)
+    return g / denom if reduction == "mean" else g
+
+
+class CrossEntropy(Function):
+    """Fused log-softmax + negative log-likelihood with a per-class target distribution q:
+        loss_i = -sum_c q_ic * log p_ic,   p_i = softmax(x_i).
+    Class index y_i: q_ic = (1 - eps) * w[y_i] * [c == y_i] + eps / C * w_c (0 if y_i is ignored);
+    probabilities t_i: q_ic = w_c * ((1 - eps) * t_ic + eps / C).   (w = 1 without class weights.)
+        dL/dx_i = g_i * (p_i * sum_c q_ic - q_i)      (= p - onehot without weights or smoothing),
+        dL/dt_ic = -g_i * (1 - eps) * w_c * log p_ic  (probability targets),
+    where g_i is the upstream gradient divided, for reduction='mean', by sum_i w[y_i] over non-ignored
+    samples (class indices) or by the number of samples (probabilities)."""
+
+    def forward(self, x, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        xp = get_array_module(x)
+        num_classes, eps = x.shape[1], label_smoothing
+        shifted = x - x.max(axis=1, keepdims=True)
+        shifted -= xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        log_p = shifted  # log-softmax, (N, C, d...)
+
+        if target.dtype.kind in "iu":
+            valid, safe, w_t = _index_weights(target, weight, ignore_index, x.dtype, xp)
+            q = _one_hot(safe, num_classes, x.ndim, xp) * xp.expand_dims((1.0 - eps) * w_t, 1)
+            if eps > 0:  # uniform part eps / C * w_c, for the non-ignored samples only
+                w_c = 1.0 if weight is None else _class_view(weight, x.ndim)
+                q += (eps / num_classes) * (w_c * xp.expand_dims(valid, 1))
+            denom = w_t.sum()
+        else:
+            q = target * (1.0 - eps) + eps / num_classes if eps > 0 else target
+            if weight is not None:
+                q = q * _class_view(weight, x.ndim)
+            denom = math.prod(target.shape) // num_classes
+
+        self.log_p, self.q, self.reduction, self.denom = log_p, q, reduction, denom
+        self.weight, self.eps = weight, eps
+        return _reduce(-(q * log_p).sum(axis=1), reduction, denom)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        scale = _grad_scale(g, self.reduction, self.denom, xp)
+        dx = dt = None
+        if self.needs_input_grad[0]:
+            dx = xp.exp(self.log_p)
+            dx *= self.q.sum(axis=1, keepdims=True)
+            dx -= self.q
+            dx *= scale
+        if self.needs_input_grad[1]:
+            dt = self.log_p * (-(1.0 - self.eps) * scale)
+            if self.weight is not None:
+                dt *= _class_view(self.weight, dt.ndim)
+        return dx, dt
+
+
+class NLLLoss(Function):
+    """loss_i = -w[y_i] * x[i, y_i]  (x holds log-probabilities; 0 for ignored samples).
+    dL/dx[i, c] = -g_i * w[y_i] * [c == y_i],  g_i divided by sum_i w[y_i] for reduction='mean'."""
+
+    def forward(self, x, target, weight=None, ignore_index=-100, reduction="mean"):
+        xp = get_array_module(x)
+        _, safe, w_t = _index_weights(target, weight, ignore_index, x.dtype, xp)
+        picked = xp.take_along_axis(x, xp.expand_dims(safe, 1), axis=1).squeeze(1)
+        self.safe, self.w_t, self.reduction, self.denom = safe, w_t, reduction, w_t.sum()
+        self.num_classes = x.shape[1]
+        return _reduce(-(w_t * picked), reduction, self.denom)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        scale = _grad_scale(g, self.reduction, self.denom, xp)
+        one_hot = _one_hot(self.safe, self.num_classes, self.safe.ndim + 1, xp)
+        return one_hot * (-xp.expand_dims(self.w_t, 1) * scale), None
+
+
+class MSELoss(Function):
+    """loss = (x - t)^2, reduced.   dL/dx = 2 (x - t) g,  dL/dt = -2 (x - t) g  (g / numel for 'mean')."""
+
+    def forward(self, x, t, reduction="mean"):
+        self.diff, self.reduction = x - t, reduction
+        return _reduce(self.diff * self.diff, reduction, self.diff.size)
+
+    def backward(self, g):
+        scale = 2.0 / self.diff.size if self.reduction == "mean" else 2.0
+        dx = self.diff * (g * scale)
+        return dx if self.needs_input_grad[0] else None, -dx if self.needs_input_grad[1] else None
+
+
+# ====================================================================== functional API and checks
+def _check_reduction(reduction, op):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _check_tensor(t, name, op):
+    from minicnn.tensor import Tensor
+
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{op}: {name} must be a minicnn Tensor, got {type(t).__name__}")
+
+
+def _check_weight(weight, input, op):
+    if weight is None:
+        return None
+    _check_tensor(weight, "weight", op)
+    c = input.shape[1]
+    if weight.shape != (c,):
+        raise ValueError(
+            f"{op}: weight must hold one value per class, shape ({c},) for an input of shape "
+            f"{tuple(input.shape)}, got shape {tuple(weight.shape)}"
+        )
+    if weight.dtype != input.dtype:
+        raise TypeError(f"{op}: weight has dtype {weight.dtype} but the input has dtype {input.dtype}")
+    if weight.device != input.device:
+        raise RuntimeError(f"{op}: weight is on {weight.device} but the input is on {input.device}")
+    return weight.data
+
+
+def _check_class_targets(input, target, ignore_index, op):
+    expected = (input.shape[0],) + tuple(input.shape[2:])
+    if target.shape != expected:
+        layout = "(N, C)" if input.ndim == 2 else "(N, C, d1, ...)"
+        raise ValueError(
+            f"{op}: for an input of shape {tuple(input.shape)} (layout {layout}) the class-index target "
+            f"must have shape {expected}, got {tuple(target.shape)}"
+        )
+    c = input.shape[1]
+    t = target.data
+    bad = (t != ignore_index) & ((t < 0) | (t >= c))
+    if bool(bad.any()):
+        value = int(t[bad].reshape(-1)[0])
+        raise ValueError(
+            f"{op}: target contains class index {value}, but the input has {c} classes: valid indices "
+            f"are 0..{c - 1} (or ignore_index={ignore_index})"
+        )
+
+
+def _unbatched(input, target, op):
+    """(C,) input with a 0-d (or (C,) probability) target -> a batch of one, as PyTorch allows."""
+    if input.ndim == 0:
+        raise ValueError(f"{op}: expected input of shape (N, C) or (N, C, d1, ...), got a 0-d tensor")
+    if input.ndim == 1:
+        if target.dtype.kind != "f" and target.ndim != 0:
+            raise ValueError(
+                f"{op}: for a single sample of shape {tuple(input.shape)} (layout (C,)) the class-index "
+                f"target must be 0-d, got shape {tuple(target.shape)}"
+            )
+        target = target.unsqueeze(0) if target.dtype.kind == "f" else target.reshape(1)
+        return input.unsqueeze(0), target, True
+    return input, target, False
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """Cross-entropy between logits ``input`` (N, C, *) and ``target``: class indices (N, *) (integer)
+    or class probabilities (N, C, *) (float), as ``torch.nn.functional.cross_entropy``.
+
+    ``weight`` (C,) rescales each class; with class indices, 'mean' divides by the summed weights of
+    the non-ignored targets. ``label_smoothing`` = eps mixes the target with the uniform distribution:
+    (1 - eps) * target + eps / C.
+    """
+    op = "cross_entropy"
+    _check_tensor(input, "input", op)
+    _check_tensor(target, "target", op)
+    _check_reduction(reduction, op)
+    if input.dtype.kind != "f":
+        raise TypeError(f"{op}: input must hold floating-point logits, got dtype {input.dtype}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
+    input, target, single = _unbatched(input, target, op)
+    if target.dtype.kind == "f":
+        if target.shape != input.shape:
+            raise ValueError(
+                f"{op}: a floating-point target is read as class probabilities and must have the input's "
+                f"shape {tuple(input.shape)}, got {tuple(target.shape)}. For class indices of shape "
+                f"{(input.shape[0],) + tuple(input.shape[2:])} pass an integer tensor (target.long())."
+            )
+        if target.dtype != input.dtype:
+            raise TypeError(f"{op}: target has dtype {target.dtype} but the input has dtype {input.dtype}")
+    elif target.dtype.kind in "iu":
+        _check_class_targets(input, target, ignore_index, op)
+    else:
+        raise TypeError(
+            f"{op}: target must hold integer class indices or float probabilities, got dtype {target.dtype}"
+        )
+    out = CrossEntropy.apply(
+        input,
+        target,
+        weight=_check_weight(weight, input, op),
+        ignore_index=int(ignore_index),
+        reduction=reduction,
+        label_smoothing=float(label_smoothing),
+    )
+    return out.reshape(()) if single and reduction == "none" else out
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """Negative log-likelihood of log-probabilities ``input`` (N, C, *) at class indices ``target`` (N, *)."""
+    op = "nll_loss"
+    _check_tensor(input, "input", op)
+    _check_tensor(target, "target", op)
+    _check_reduction(reduction, op)
+    if input.dtype.kind != "f":
+        raise TypeError(f"{op}: input must hold floating-point log-probabilities, got dtype {input.dtype}")
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{op}: target must hold integer class indices, got dtype {target.dtype}")
+    input, target, single = _unbatched(input, target, op)
+    _check_class_targets(input, target, ignore_index, op)
+    out = NLLLoss.apply(
+        input,
+        target,
+        weight=_check_weight(weight, input, op),
+        ignore_index=int(ignore_index),
+        reduction=reduction,
+    )
+    return out.reshape(()) if single and reduction == "none" else out
+
+
+def mse_loss(input, target, reduction="mean"):
+    """Mean squared error between ``input`` and ``target`` of the same shape."""
+    op = "mse_loss"
+    _check_tensor(input, "input", op)
+    _check_tensor(target, "target", op)
+    _check_reduction(reduction, op)
+    if input.shape != target.shape:
+        raise ValueError(
+            f"{op}: input and target must have the same shape, got {tuple(input.shape)} and "
+            f"{tuple(target.shape)} (minicnn does not broadcast them silently)"
+        )
+    if input.dtype != target.dtype:
+        raise TypeError(f"{op}: input has dtype {input.dtype} but target has dtype {target.dtype}")
+    return MSELoss.apply(input, target, reduction=reduction)
