@@ -227,6 +227,8 @@ def backward(root, gradient=None, retain_graph=False):
             raise RuntimeError(
                 f"backward(): the gradient is on {device_of(g)} but the tensor is on {root.device}."
             )
+        if g.dtype != root.dtype:
+            g = g.astype(root.dtype)
 
     if root.grad_fn is None:
         _accumulate_leaf(root, g)
@@ -258,6 +260,8 @@ def backward(root, gradient=None, retain_graph=False):
             if t.grad_fn is None:
                 _accumulate_leaf(t, gi)
             else:
+                if gi.dtype != t.data.dtype:  # as PyTorch: a gradient has its tensor's dtype
+                    gi = gi.astype(t.data.dtype)
                 prev = grads.get(t.grad_fn)
                 grads[t.grad_fn] = gi if prev is None else prev + gi
         if not retain_graph:

@@ -138,19 +138,19 @@ class Pow(Function):
         a, b = self.a, self.b
         xp = get_array_module(g)
         ga = gb = None
-        if self.needs_input_grad[0]:
-            if np.isscalar(b):
-                ga = xp.zeros_like(g) if b == 0 else g * (b * a ** (b - 1))
-            else:
-                ga = xp.where(b == 0, 0, g * (b * a ** (b - 1)))
-            ga = unbroadcast(ga, self.shapes[0])
-        if self.needs_input_grad[1]:
-            mask = (a == 0) & (b >= 0)
-            # a may be a Python scalar (2 ** x): take its log in the output dtype, not float64
-            log_a = xp.log(xp.asarray(a, dtype=self.out.dtype))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                gb = xp.where(mask, 0, g * (self.out * log_a))
-            gb = unbroadcast(gb, self.shapes[1])
+        # 0 ** negative and log(0) give inf/nan, as in PyTorch (masked below where PyTorch gives 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.needs_input_grad[0]:
+                if np.isscalar(b):
+                    ga = xp.zeros_like(g) if b == 0 else g * (b * a ** (b - 1))
+                else:
+                    ga = xp.where(b == 0, 0, g * (b * a ** (b - 1)))
+                ga = unbroadcast(ga, self.shapes[0])
+            if self.needs_input_grad[1]:
+                mask = (a == 0) & (b >= 0)
+                # a may be a Python scalar (2 ** x): take its log in the output dtype, not float64
+                log_a = xp.log(xp.asarray(a, dtype=self.out.dtype))
+                gb = unbroadcast(xp.where(mask, 0, g * (self.out * log_a)), self.shapes[1])
         return ga, gb
 
 
@@ -203,17 +203,18 @@ class Abs(Function):
 
 
 class Clamp(Function):
-    """out = min(max(a, lo), hi).   dL/da = g where lo <= a <= hi, else 0 (bounds inclusive, as PyTorch)."""
+    """out = min(max(a, lo), hi).   dL/da = g where lo < a < hi, else 0.
+    At a bound the gradient is 0 (the minimum-norm subgradient, as PyTorch >= 2.14, relu and hardtanh)."""
 
     def forward(self, a, lo=None, hi=None):
         xp = get_array_module(a)
         self.mask = xp.ones(a.shape, dtype=bool)
         out = a
         if lo is not None:
-            self.mask &= a >= lo
+            self.mask &= a > lo
             out = xp.maximum(out, lo)
         if hi is not None:
-            self.mask &= a <= hi
+            self.mask &= a < hi
             out = xp.minimum(out, hi)
         return out.astype(a.dtype, copy=False)
 
