@@ -4,8 +4,12 @@ argument order as ``torch.nn.functional``. Each function is a thin wrapper aroun
 """
 
 # ---- convolution and pooling: minicnn/ops/conv.py, minicnn/ops/pooling.py
-from minicnn.ops.conv import conv2d  # noqa: E402,F401
-from minicnn.ops.pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d  # noqa: E402,F401
+from minicnn.ops import conv as _conv  # noqa: E402
+from minicnn.ops import pooling as _pooling  # noqa: E402
+
+conv2d = _conv.conv2d
+max_pool2d, avg_pool2d = _pooling.max_pool2d, _pooling.avg_pool2d
+adaptive_avg_pool2d = _pooling.adaptive_avg_pool2d
 
 # ---- normalization, dropout, activations, linear, losses:
 #      minicnn/ops/{normalization,dropout,activation,linear,loss}.py
