@@ -4,6 +4,7 @@ Every op is a small class with ``forward`` and ``backward`` side by side, checke
 PyTorch. Start with ``minicnn.Tensor``, ``minicnn.nn`` and ``minicnn.optim``.
 """
 
+from minicnn import nn
 from minicnn.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from minicnn.backend import Device, cuda_available
 from minicnn.creation import (
@@ -40,6 +41,8 @@ from minicnn.ops.basic import reduce_max as max  # noqa: A004  (torch.max)
 from minicnn.ops.basic import reduce_min as min  # noqa: A004  (torch.min)
 from minicnn.profiler import profile
 from minicnn.random import get_rng_state, initial_seed, manual_seed, set_rng_state
+from minicnn.serialization import load, load_training_state, save, save_training_state
+from minicnn.summary import summary
 from minicnn.tensor import (
     Tensor,
     bool_,
