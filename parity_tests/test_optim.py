@@ -316,3 +316,18 @@ def test_params_on_two_devices_are_refused(device, monkeypatch):
     assert "model.to(device) before creating the optimizer" in message
     b.grad = None  # only parameters that have a gradient take part in the step
     opt.step()
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "RMSprop"])
+def test_numpy_scalar_hyperparameters_do_not_upcast_float32(name, device):
+    """np.float64 options (say from a NumPy schedule) give bit-for-bit the float32 result of Python floats."""
+    init, grads = _problem(("scalars", name))
+    results = []
+    for lr, momentum in [(0.01, 0.9), (np.float64(0.01), np.float64(0.9))]:
+        params = _make_params(init, "float32", device)
+        kwargs = dict(lr=lr) if name == "Adam" else dict(lr=lr, momentum=momentum)
+        _run_minicnn(getattr(optim, name)(params, **kwargs), params, grads, device, "float32", stop=10)
+        results.append([p.numpy() for p in params])
+    for a, b in zip(*results):
+        assert a.dtype == np.float32
+        np.testing.assert_array_equal(a, b)
