@@ -139,7 +139,12 @@ def summary(model, input_shape, device="cpu", dtype=np.float32, verbose=True) ->
                 params=sum(p.numel() for p in module.parameters(recurse=False)),
                 mult_adds=_mult_adds(module, x, first),
             )
-            prev = geometry.get(id(x), last[0]) if isinstance(x, Tensor) else last[0]
+            prev = last[0]
+            if isinstance(x, Tensor):
+                if id(x) not in geometry:  # made outside a layer (e.g. a residual +): assume the last layer's
+                    geometry[id(x)] = last[0]
+                    keep_alive.append(x)
+                prev = geometry[id(x)]
             geo = None
             if prev is not None:
                 window = _geometry(module, x.shape[-2:]) if isinstance(x, Tensor) and x.ndim == 4 else None

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import warnings
 
-from minicnn.autograd import Function
-from minicnn.backend import get_array_module
 from minicnn.nn import functional as F
 from minicnn.nn.module import Module
 from minicnn.nn.modules._utils import check_tensor
@@ -51,23 +49,6 @@ class LeakyReLU(Module):
         return F.leaky_relu(input, self.negative_slope)
 
 
-class EluFunction(Function):
-    """out = x if x > 0 else alpha * (exp(x) - 1).
-    dL/dx = g if x > 0 else g * alpha * exp(x) = g * (out + alpha)."""
-
-    def forward(self, x, alpha):
-        xp = get_array_module(x)
-        self.positive = x > 0
-        # exp of min(x, 0) so large positive inputs cannot overflow in the unused branch.
-        out = xp.where(self.positive, x, alpha * (xp.exp(xp.minimum(x, 0)) - 1))
-        self.out, self.alpha = out, alpha
-        return out
-
-    def backward(self, g):
-        xp = get_array_module(g)
-        return xp.where(self.positive, g, g * (self.out + self.alpha))
-
-
 class ELU(Module):
     """x if x > 0 else alpha * (exp(x) - 1)   (Clevert et al. 2015)."""
 
@@ -80,7 +61,7 @@ class ELU(Module):
 
     def forward(self, input):
         check_tensor(self, input)
-        return EluFunction.apply(input, alpha=float(self.alpha))
+        return F.elu(input, self.alpha)
 
 
 class GELU(Module):

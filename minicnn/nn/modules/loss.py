@@ -114,38 +114,7 @@ class NLLLoss(_WeightedLoss):
 
     def forward(self, input, target):
         self._check_class_inputs(input, target, probabilities_allowed=False)
-        return nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
-
-
-def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
-    """Negative log-likelihood built from differentiable basic ops (indexing, multiply, sum).
-
-    The gradient flows through ``input[rows, target]`` (GetItem scatters g back to the picked
-    entries): dL/d input[n, target[n]] = -weight[target[n]] / (sum of weights if 'mean' else 1).
-    """
-    xp = input._xp
-    num_classes = input.shape[1] if input.ndim >= 2 else input.shape[0]
-    if input.ndim == 1:  # a single unbatched sample
-        input, target = input.reshape(1, -1), target.reshape(1)
-    out_shape = target.shape
-    if input.ndim > 2:  # (N, C, d1, ...) -> (N * d1 * ..., C)
-        input = input.permute(0, *range(2, input.ndim), 1).reshape(-1, num_classes)
-    t = target.data.reshape(-1)
-    valid = t != ignore_index
-    bad = t[valid & ((t < 0) | (t >= num_classes))]
-    if bad.size:
-        raise IndexError(f"NLLLoss: target {int(bad[0])} is out of bounds for {num_classes} classes")
-    safe = xp.where(valid, t, 0)
-    w = valid.astype(input.dtype)
-    if weight is not None:
-        w = w * weight.data[safe].astype(input.dtype, copy=False)
-    picked = input[xp.arange(t.shape[0]), safe]
-    losses = -picked * Tensor._make(w)
-    if reduction == "none":
-        return losses.reshape(out_shape)
-    if reduction == "sum":
-        return losses.sum()
-    return losses.sum() / Tensor._make(xp.asarray(w.sum(), dtype=input.dtype))
+        return F.nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
 
 
 class MSELoss(_Loss):

@@ -74,14 +74,15 @@ class AvgPool2d(Module):
 
     def forward(self, input):
         _check_nchw(self, input)
-        extra = {}
-        if self.ceil_mode:
-            extra["ceil_mode"] = True
-        if not self.count_include_pad:
-            extra["count_include_pad"] = False
-        if self.divisor_override is not None:
-            extra["divisor_override"] = self.divisor_override
-        return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding, **extra)
+        return F.avg_pool2d(
+            input,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.ceil_mode,
+            self.count_include_pad,
+            self.divisor_override,
+        )
 
 
 class AdaptiveAvgPool2d(Module):
