@@ -200,7 +200,12 @@ class Tensor:
 
     # ----------------------------------------------------------------- printing
     def __repr__(self):
-        body = np.array2string(self.numpy(), separator=", ", prefix="tensor(", precision=4)
+        arr = self.numpy()
+        mode = "maxprec"  # like PyTorch: "1., 2." for whole numbers, else 4 fixed decimals ("1.5000")
+        if arr.dtype.kind == "f":
+            finite = arr[np.isfinite(arr)]
+            mode = "maxprec" if np.array_equal(finite, np.round(finite)) else "fixed"
+        body = np.array2string(arr, separator=", ", prefix="tensor(", precision=4, floatmode=mode)
         extras = []
         if self.device.type != "cpu":
             extras.append(f"device='{self.device}'")
@@ -263,7 +268,7 @@ class Tensor:
         return self
 
     def __pow__(self, exponent):
-        return _ops.pow(self, exponent)
+        return _ops.pow(self, _operand(exponent, self))
 
     def __rpow__(self, base):
         return _ops.pow(_operand(base, self), self)
