@@ -4,7 +4,7 @@ Every op is a small class with ``forward`` and ``backward`` side by side, checke
 PyTorch. Start with ``minicnn.Tensor``, ``minicnn.nn`` and ``minicnn.optim``.
 """
 
-from minicnn import nn
+from minicnn import nn, optim
 from minicnn.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from minicnn.backend import Device, cuda_available
 from minicnn.creation import (
