@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from minicnn.autograd import Function
 from minicnn.backend import get_array_module
 
@@ -40,14 +42,21 @@ def _reduce(loss, reduction, denom):
     if reduction == "none":
         return loss
     total = loss.sum()
-    return total if reduction == "sum" else total / denom
+    if reduction == "sum":
+        return total
+    with np.errstate(invalid="ignore", divide="ignore"):  # every sample ignored: 0 / 0 = nan, as PyTorch
+        return total / denom
 
 
 def _grad_scale(g, reduction, denom, xp):
     """Upstream gradient per sample, shaped (N, 1, d...) to broadcast over classes."""
     if reduction == "none":
         return xp.expand_dims(g, 1)
-    return g / denom if reduction == "mean" else g
+    if reduction == "sum":
+        return g
+    if not denom:  # every sample ignored (or zero weight): no sample contributes, the gradient is 0
+        return g * 0
+    return g / denom
 
 
 class CrossEntropy(Function):
