@@ -1,0 +1,226 @@
+"""conv2d vs PyTorch (output, grad input, grad weight, grad bias) over many random configurations,
+vs a direct-loop oracle (parity_tests/reference.py), float64 finite differences, and error messages."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import minicnn as mc
+import minicnn.ops.conv as conv_mod
+from minicnn.nn import functional as F
+from parity_tests import reference
+from parity_tests.harness import DTYPES, assert_close, check_parity, gradcheck, rng_for
+
+# PyTorch warns that its own 'same' padding with even kernels makes a padded copy: not our concern.
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
+
+SIZES = [1, 2, 3, 5, 7, 8, 11]  # includes 1 and primes
+
+
+def random_config(seed):
+    """A random valid conv2d configuration: (x shape, w shape, bias?, kwargs)."""
+    rng = rng_for("conv2d-config", seed)
+    kind = rng.choice(["plain", "plain", "grouped", "depthwise"])
+    n = int(rng.choice([1, 2, 3]))
+    if kind == "plain":
+        groups, cin, cout = 1, int(rng.choice(SIZES[:5])), int(rng.choice(SIZES[:5]))
+    elif kind == "grouped":
+        groups = int(rng.choice([2, 3]))
+        cin, cout = groups * int(rng.integers(1, 3)), groups * int(rng.integers(1, 3))
+    else:  # depthwise: one filter (or a few) per input channel
+        groups = cin = int(rng.choice([1, 2, 3, 5]))
+        cout = cin * int(rng.integers(1, 3))
+    kh, kw = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+    dil = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    pad_kind = rng.choice(["int", "pair", "same", "valid"])
+    stride = (1, 1) if pad_kind == "same" else (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    if pad_kind == "int":
+        padding = int(rng.integers(0, 3))
+        pads = (padding, padding)
+    elif pad_kind == "pair":
+        padding = (int(rng.integers(0, 3)), int(rng.integers(0, 3)))
+        pads = padding
+    else:
+        padding, pads = str(pad_kind), (0, 0)
+    # input at least as large as the dilated kernel (minus padding), plus a random extra
+    ekh, ekw = dil[0] * (kh - 1) + 1, dil[1] * (kw - 1) + 1
+    h = max(1, ekh - 2 * pads[0]) + int(rng.choice([0, 1, 2, 4, 6]))
+    w = max(1, ekw - 2 * pads[1]) + int(rng.choice([0, 1, 3, 5]))
+    kwargs = dict(stride=stride, padding=padding, dilation=dil, groups=groups)
+    return (n, cin, h, w), (cout, cin // groups, kh, kw), bool(rng.integers(0, 2)), kwargs
+
+
+def _inputs(seed, xs, ws, bias):
+    rng = rng_for("conv2d-inputs", seed)
+    arrays = [rng.standard_normal(xs), rng.standard_normal(ws)]
+    return arrays + ([rng.standard_normal(ws[0])] if bias else [])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", range(40))
+def test_conv2d_random_configs_match_torch(seed, dtype, device):
+    xs, ws, bias, kwargs = random_config(seed)
+    inputs = _inputs(seed, xs, ws, bias)
+    check_parity(
+        lambda *a: F.conv2d(*a, **kwargs),
+        lambda *a: TF.conv2d(*a, **kwargs),
+        inputs,
+        dtype=dtype,
+        device=device,
+    )
+
+
+@pytest.mark.parametrize(
+    "xs, ws, kwargs",
+    [
+        ((2, 3, 9, 7), (4, 3, 3, 2), dict(stride=(2, 1), padding=(1, 0))),  # non-square everything
+        ((2, 4, 6, 6), (4, 1, 3, 3), dict(padding=1, groups=4)),  # depthwise
+        ((2, 3, 6, 5), (5, 3, 2, 2), dict(padding="same")),  # even kernel: extra pad bottom/right
+        ((2, 3, 8, 8), (5, 3, 2, 3), dict(padding="same", dilation=(3, 2))),
+        ((2, 3, 5, 4), (6, 3, 1, 1), {}),  # pointwise fast path
+        ((2, 4, 5, 4), (6, 2, 1, 1), dict(groups=2)),  # pointwise, grouped
+        ((2, 3, 7, 7), (4, 3, 1, 1), dict(stride=2)),  # 1x1 strided: regular path
+        ((1, 1, 1, 1), (1, 1, 1, 1), {}),
+        ((3, 2, 4, 4), (3, 2, 4, 4), dict(padding="valid")),  # kernel == input
+    ],
+)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_edge_configs(xs, ws, kwargs, dtype, device):
+    rng = rng_for("conv2d-edge", xs, ws, repr(kwargs))
+    inputs = [rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])]
+    check_parity(
+        lambda *a: F.conv2d(*a, **kwargs),
+        lambda *a: TF.conv2d(*a, **kwargs),
+        inputs,
+        dtype=dtype,
+        device=device,
+    )
+
+
+@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, padding=2, dilation=2), dict(groups=3)])
+def test_conv2d_many_chunks(kwargs, device, monkeypatch):
+    """A tiny chunk budget splits the batch into chunks of 2 samples (7 = 2+2+2+1)."""
+    xs, ws = (7, 3, 6, 5), (6, 1 if kwargs.get("groups") else 3, 3, 3)
+    monkeypatch.setattr(conv_mod, "_CHUNK_BYTES", 2 * 3 * 9 * 6 * 5 * 8)
+    rng = rng_for("conv2d-chunks", repr(kwargs))
+    inputs = [rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(6)]
+    check_parity(lambda *a: F.conv2d(*a, **kwargs), lambda *a: TF.conv2d(*a, **kwargs), inputs, device=device)
+
+
+@pytest.mark.parametrize("grad", [[False, True, True], [True, False, False], [True, True, False]])
+def test_conv2d_only_some_inputs_need_grad(grad, device):
+    rng = rng_for("conv2d-partial", grad)
+    inputs = [rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)]
+    check_parity(
+        lambda *a: F.conv2d(*a, padding=1),
+        lambda *a: TF.conv2d(*a, padding=1),
+        inputs,
+        grad=grad,
+        device=device,
+    )
+
+
+def test_conv2d_noncontiguous_input(device):
+    rng = rng_for("conv2d-noncontig")
+    x = rng.standard_normal((5, 2, 3, 6)).transpose(1, 3, 0, 2)  # (2, 6, 5, 3) strided view
+    inputs = [x, rng.standard_normal((4, 6, 2, 2))]
+    check_parity(
+        lambda *a: F.conv2d(*a, stride=(2, 1)), lambda *a: TF.conv2d(*a, stride=(2, 1)), inputs, device=device
+    )
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_reference_oracle_matches_torch_and_minicnn(seed, device):
+    """The direct-loop oracle agrees with PyTorch, and minicnn agrees with the oracle."""
+    xs, ws, bias, kwargs = random_config(100 + seed)
+    x, w, *b = _inputs(100 + seed, xs, ws, bias)
+    b = b[0] if b else None
+    expected = reference.conv2d(x, w, b, **kwargs)
+    th = TF.conv2d(
+        torch.from_numpy(x), torch.from_numpy(w), None if b is None else torch.from_numpy(b), **kwargs
+    )
+    assert_close(expected, th.numpy(), 1e-12, "oracle vs torch")
+    mb = None if b is None else mc.tensor(b, device=device)
+    mine = F.conv2d(mc.tensor(x, device=device), mc.tensor(w, device=device), mb, **kwargs)
+    assert_close(mine.numpy(), expected, 1e-12, "minicnn vs oracle")
+
+
+@pytest.mark.parametrize(
+    "xs, ws, kwargs",
+    [
+        ((2, 2, 5, 4), (3, 2, 3, 2), dict(stride=(2, 1), padding=1)),
+        ((1, 4, 5, 5), (4, 2, 2, 2), dict(groups=2, dilation=2, padding="same")),
+    ],
+)
+def test_conv2d_finite_differences(xs, ws, kwargs, device):
+    rng = rng_for("conv2d-fd", xs)
+    inputs = [rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])]
+    gradcheck(lambda *a: F.conv2d(*a, **kwargs), inputs, device=device)
+
+
+def test_conv2d_float32_stays_float32(device):
+    x = mc.randn(2, 3, 8, 8, device=device, requires_grad=True)
+    w = mc.randn(4, 3, 3, 3, device=device, requires_grad=True)
+    b = mc.randn(4, device=device, requires_grad=True)
+    y = F.conv2d(x, w, b, padding=1)
+    y.sum().backward()
+    assert y.dtype == mc.float32 and x.grad.dtype == w.grad.dtype == b.grad.dtype == mc.float32
+
+
+# ---------------------------------------------------------------------------- error messages
+@pytest.mark.parametrize(
+    "xs, ws, kwargs, error, pattern",
+    [
+        (
+            (3, 8, 8),
+            (4, 3, 3, 3),
+            {},
+            ValueError,
+            r"expected input of shape \(N, C, H, W\).*got shape \(3, 8, 8\)",
+        ),
+        (
+            (2, 3, 8, 8),
+            (4, 3, 3),
+            {},
+            ValueError,
+            r"weight of shape \(out_channels, in_channels/groups, KH, KW\)",
+        ),
+        ((2, 5, 8, 8), (4, 3, 3, 3), {}, ValueError, r"in_channels = 3 .* has C = 5"),
+        (
+            (2, 4, 8, 8),
+            (4, 3, 3, 3),
+            dict(groups=2),
+            ValueError,
+            r"expects in_channels = 3 x groups \(2\) = 6",
+        ),
+        ((2, 3, 8, 8), (4, 1, 3, 3), dict(groups=2), ValueError, r"divisible by groups"),
+        ((2, 3, 4, 4), (4, 3, 7, 3), {}, ValueError, r"kernel \(7x3.*larger than the padded input \(4x4\)"),
+        ((2, 3, 4, 4), (4, 3, 3, 3), dict(dilation=2), ValueError, r"effectively 5x5\) is larger"),
+        ((2, 3, 8, 8), (4, 3, 3, 3), dict(stride=0), ValueError, r"stride must be positive"),
+        ((2, 3, 8, 8), (4, 3, 3, 3), dict(stride=1.5), TypeError, r"stride must be an int or a pair"),
+        ((2, 3, 8, 8), (4, 3, 3, 3), dict(padding=-1), ValueError, r"padding must be non-negative"),
+        ((2, 3, 8, 8), (4, 3, 3, 3), dict(padding="full"), ValueError, r"'same' or 'valid'"),
+        (
+            (2, 3, 8, 8),
+            (4, 3, 3, 3),
+            dict(padding="same", stride=2),
+            ValueError,
+            r"'same' is not supported for strided",
+        ),
+    ],
+)
+def test_conv2d_errors(xs, ws, kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        F.conv2d(mc.zeros(*xs), mc.zeros(*ws), **kwargs)
+
+
+def test_conv2d_bias_and_dtype_errors():
+    x, w = mc.zeros(2, 3, 8, 8), mc.zeros(4, 3, 3, 3)
+    with pytest.raises(
+        ValueError, match=r"conv2d: bias must have shape \(out_channels,\) = \(4,\), got shape \(3,\)"
+    ):
+        F.conv2d(x, w, mc.zeros(3))
+    with pytest.raises(TypeError, match=r"conv2d: input \(float64\), weight \(float32\).*same dtype"):
+        F.conv2d(mc.zeros(2, 3, 8, 8, dtype=mc.float64), w)
