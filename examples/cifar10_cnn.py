@@ -1,0 +1,64 @@
+"""Train a three-block CNN (BatchNorm + Dropout 0.5) on CIFAR-10 with augmentation and one-cycle SGD.
+
+    python examples/cifar10_cnn.py     # ./data: cifar-10-batches-py/ or cifar10/cifar10_uint8.npz
+    python examples/cifar10_cnn.py --data-dir /path/to/cifar10_uint8.npz --epochs 2 --limit-train 5000
+
+Augmentation on the device, per batch: random crop 32 with 4 pixels of zero padding, random
+horizontal flip, per-channel normalisation. SGD with Nesterov momentum 0.9 and weight decay
+5e-4, learning rate following OneCycleLR (warm-up to --lr, then cosine annealing), stepped
+after every batch.
+"""
+
+from __future__ import annotations
+
+from common import epoch_printer, limit, parse_args, pick_device, run, write_report
+
+import minicnn as mc
+from minicnn import optim
+from minicnn.data import (
+    CIFAR10,
+    Compose,
+    DataLoader,
+    Normalize,
+    RandomCrop,
+    RandomHorizontalFlip,
+    sample_grid,
+)
+from minicnn.models import cifar_cnn
+from minicnn.train import fit
+
+# Per-channel mean and std of the CIFAR-10 training images (0-1 scale; minicnn.data.channel_stats).
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def main(argv=None):
+    args = parse_args(
+        argv, __doc__.splitlines()[0], epochs=30, batch_size=128, lr=0.05, out="runs/cifar10_cnn"
+    )
+    device = pick_device(args.device)
+    mc.manual_seed(args.seed)
+
+    train_set = limit(CIFAR10(args.data_dir, train=True, download=True), args.limit_train)
+    test_set = limit(CIFAR10(args.data_dir, train=False, download=True), args.limit_test)
+    print(f"train: {train_set}\ntest:  {test_set}\ndevice: {device}")
+    sample_grid(train_set, n=25, path=f"{args.out}/samples.png", title="CIFAR-10: training samples")
+
+    normalize = Normalize(CIFAR_MEAN, CIFAR_STD)
+    augment = Compose([RandomCrop(32, padding=4), RandomHorizontalFlip(), normalize])
+    train_loader = DataLoader(train_set, args.batch_size, shuffle=True, drop_last=True, device=device,
+                              transform=augment, seed=args.seed)  # fmt: skip
+    test_loader = DataLoader(test_set, 500, device=device, transform=normalize)
+
+    model = cifar_cnn().to(device)
+    print(model)
+    optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    scheduler = optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, epochs=args.epochs,
+                                              steps_per_epoch=len(train_loader))  # fmt: skip
+    history = fit(model, train_loader, test_loader, optimizer, args.epochs, scheduler=scheduler,
+                  callbacks=epoch_printer(args), checkpoint_dir=args.out, resume=args.resume,
+                  progress=not args.no_progress)  # fmt: skip
+    return write_report(model, history, test_set, test_loader, args.out, "CIFAR-10 CNN")
+
+
+if __name__ == "__main__":
+    run(main)
