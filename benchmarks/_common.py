@@ -17,10 +17,11 @@ RESULT_MARK = "@@BENCH-RESULT@@ "
 
 # --------------------------------------------------------------------------- the two models
 # Each layer: ("conv", c_in, c_out, kernel, padding) | ("bn", c) | ("relu",) | ("pool", k)
-#             | ("flatten",) | ("linear", n_in, n_out)
-# minicnn's own builders (minicnn.models.mnist_cnn / cifar_cnn) are what the minicnn worker runs;
-# this spec builds the PyTorch twin and counts FLOPs. Both workers report their parameter count
-# and the driver checks that they agree.
+#             | ("flatten",) | ("linear", n_in, n_out) | ("dropout", p)
+# Both workers build minicnn.models.mnist_cnn / cifar_cnn (the torch worker with layers=torch.nn,
+# which gives the identical PyTorch model); this spec is the fallback when that module is missing,
+# and it counts the FLOPs. Both workers report their parameter count and layer list, and the
+# driver checks that they agree with each other and with the spec.
 MODELS = {
     "mnist": {
         "input": (1, 28, 28),
@@ -44,7 +45,7 @@ MODELS = {
             ("conv", 3, 32, 3, 1), ("bn", 32), ("relu",), ("pool", 2),
             ("conv", 32, 64, 3, 1), ("bn", 64), ("relu",), ("pool", 2),
             ("conv", 64, 128, 3, 1), ("bn", 128), ("relu",), ("pool", 2),
-            ("flatten",), ("linear", 2048, 256), ("relu",), ("linear", 256, 10),
+            ("flatten",), ("linear", 2048, 256), ("relu",), ("dropout", 0.5), ("linear", 256, 10),
         ],
     },
 }  # fmt: skip
@@ -53,6 +54,35 @@ OPTIMIZERS = {
     "adam": {"lr": 1e-3},  # Adam, PyTorch defaults (betas 0.9/0.999, eps 1e-8)
     "sgd": {"lr": 0.01, "momentum": 0.9},
 }
+
+
+def build_from_spec(nn, name):
+    """The model as ``nn.Sequential`` from the spec; ``nn`` is ``minicnn.nn`` or ``torch.nn``."""
+    make = {
+        "conv": lambda cin, cout, k, p: nn.Conv2d(cin, cout, k, padding=p),
+        "bn": nn.BatchNorm2d,
+        "relu": nn.ReLU,
+        "pool": nn.MaxPool2d,
+        "flatten": nn.Flatten,
+        "linear": nn.Linear,
+        "dropout": nn.Dropout,
+    }
+    return nn.Sequential(*(make[kind](*args) for kind, *args in MODELS[name]["layers"]))
+
+
+def build_model(nn, name):
+    """(model, where it came from): minicnn.models' builder with ``layers=nn``, else the spec."""
+    try:
+        from minicnn import models
+
+        builder = getattr(models, f"{name}_cnn")
+    except (ImportError, AttributeError):
+        return build_from_spec(nn, name), "built from benchmarks/_common.py MODELS"
+    return builder(layers=nn), f"minicnn.models.{name}_cnn(layers={nn.__name__})"
+
+
+def layer_names(model) -> list:
+    return [type(m).__name__ for m in model.children()]
 
 
 def model_macs(name: str, batch: int) -> int:

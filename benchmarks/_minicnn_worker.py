@@ -18,7 +18,9 @@ from _common import (  # noqa: E402
     OPTIMIZERS,
     SWEEP_BATCHES,
     blas_info,
+    build_model,
     emit,
+    layer_names,
     memory_baseline,
     memory_peak_mib,
     op_cases,
@@ -26,35 +28,6 @@ from _common import (  # noqa: E402
     read_task,
     time_it,
 )
-
-
-def build_model(name):
-    """minicnn's own model builder (minicnn.models), or the same stack from the spec if it is missing."""
-    try:
-        from minicnn import models
-
-        return getattr(models, f"{name}_cnn")(), f"minicnn.models.{name}_cnn()"
-    except (ImportError, AttributeError):
-        pass
-    from minicnn import nn
-
-    layers = []
-    for layer in MODELS[name]["layers"]:
-        kind = layer[0]
-        if kind == "conv":
-            _, cin, cout, k, p = layer
-            layers.append(nn.Conv2d(cin, cout, k, padding=p))
-        elif kind == "bn":
-            layers.append(nn.BatchNorm2d(layer[1]))
-        elif kind == "relu":
-            layers.append(nn.ReLU())
-        elif kind == "pool":
-            layers.append(nn.MaxPool2d(layer[1]))
-        elif kind == "flatten":
-            layers.append(nn.Flatten())
-        elif kind == "linear":
-            layers.append(nn.Linear(layer[1], layer[2]))
-    return nn.Sequential(*layers), "nn.Sequential built from benchmarks/_common.py MODELS"
 
 
 def make_optimizer(name, params):
@@ -74,9 +47,10 @@ def _data(mc, np, name, batch, device):
 
 def train_step_fn(mc, np, name, batch, device):
     import minicnn.nn.functional as F
+    from minicnn import nn
 
     mc.manual_seed(0)
-    model, source = build_model(name)
+    model, source = build_model(nn, name)
     model.to(device)
     model.train()
     opt = make_optimizer(name, model.parameters())
@@ -96,8 +70,10 @@ def model_task(mc, np, task, device, sync):
     if task["mode"] == "train":
         step, model, source = train_step_fn(mc, np, name, batch, device)
     else:
+        from minicnn import nn
+
         mc.manual_seed(0)
-        model, source = build_model(name)
+        model, source = build_model(nn, name)
         model.to(device)
         model.eval()
         x, _ = _data(mc, np, name, batch, device)
@@ -108,6 +84,7 @@ def model_task(mc, np, task, device, sync):
 
     stats = time_it(step, task["warmup"], task["repeats"], sync)
     stats["params"] = int(sum(p.data.size for p in model.parameters()))
+    stats["layers"] = layer_names(model)
     stats["model_source"] = source
     return stats
 

@@ -9,14 +9,18 @@ from __future__ import annotations
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(1, os.path.dirname(HERE))  # the repository root, for minicnn.models' builders
 
 from _common import (  # noqa: E402
     MODELS,
     OPTIMIZERS,
     SWEEP_BATCHES,
     blas_info,
+    build_model,
     emit,
+    layer_names,
     memory_baseline,
     memory_peak_mib,
     op_cases,
@@ -24,27 +28,6 @@ from _common import (  # noqa: E402
     read_task,
     time_it,
 )
-
-
-def build_model(torch, name):
-    nn = torch.nn
-    layers = []
-    for layer in MODELS[name]["layers"]:
-        kind = layer[0]
-        if kind == "conv":
-            _, cin, cout, k, p = layer
-            layers.append(nn.Conv2d(cin, cout, k, padding=p))
-        elif kind == "bn":
-            layers.append(nn.BatchNorm2d(layer[1]))
-        elif kind == "relu":
-            layers.append(nn.ReLU())
-        elif kind == "pool":
-            layers.append(nn.MaxPool2d(layer[1]))
-        elif kind == "flatten":
-            layers.append(nn.Flatten())
-        elif kind == "linear":
-            layers.append(nn.Linear(layer[1], layer[2]))
-    return nn.Sequential(*layers)
 
 
 def make_optimizer(torch, name, params):
@@ -57,7 +40,8 @@ def make_optimizer(torch, name, params):
 def model_task(torch, task, device, sync):
     name, batch = task["model"], task.get("batch") or MODELS[task["model"]]["batch"]
     torch.manual_seed(0)
-    model = build_model(torch, name).to(device)
+    model, source = build_model(torch.nn, name)
+    model.to(device)
     x = torch.randn(batch, *MODELS[name]["input"], device=device)
     y = torch.randint(0, MODELS[name]["classes"], (batch,), device=device)
     F = torch.nn.functional
@@ -80,6 +64,8 @@ def model_task(torch, task, device, sync):
 
     stats = time_it(step, task["warmup"], task["repeats"], sync)
     stats["params"] = sum(p.numel() for p in model.parameters())
+    stats["layers"] = layer_names(model)
+    stats["model_source"] = source
     return stats
 
 

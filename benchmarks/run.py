@@ -255,6 +255,10 @@ def section_models(args, env, device, gemm):
                     f"{mem['minicnn'] / mem['torch']:.2f}x" if mem["minicnn"] and mem["torch"] else "-",
                 ]
             )
+            if "error" not in mc and "error" not in th and mc["layers"] != th["layers"]:
+                errs.append(
+                    f"  WARNING {name}: layers differ: minicnn {mc['layers']} vs torch {th['layers']}"
+                )
             for lib, r in pair.items():
                 if "error" not in r and r.get("params") != spec["params"]:
                     errs.append(
