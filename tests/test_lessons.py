@@ -1,0 +1,92 @@
+"""The lesson scripts (examples/lessons/) run end to end on tiny synthetic data in ``--quick`` mode.
+
+These tests prove the machinery works (data loading from the real on-disk formats, models,
+training, tables, figures) -- not the lessons' conclusions, which need real data and longer
+runs (see docs/lessons/). No network, no /work/shared: a fake MNIST (IDX files, as torchvision
+extracts them) and a fake CIFAR-10 (the .npz layout) are written into tmp_path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+LESSONS = Path(__file__).resolve().parents[1] / "examples" / "lessons"
+sys.path.insert(0, str(LESSONS))
+
+
+def _idx_bytes(arr: np.ndarray) -> bytes:
+    magic = 0x0803 if arr.ndim == 3 else 0x0801
+    return struct.pack(f">I{arr.ndim}I", magic, *arr.shape) + arr.astype(np.uint8).tobytes()
+
+
+def _fake_images(rng, labels, shape):
+    """Noise plus a class-dependent bright bar, so the classes are (weakly) learnable."""
+    x = rng.integers(0, 60, size=(len(labels), *shape)).astype(np.int64)
+    rows = 2 + 2 * labels  # the bar's row depends on the class
+    x[np.arange(len(labels)), rows] += 180
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A data root with MNIST/raw/*-ubyte (extracted IDX files) and cifar10/cifar10_uint8.npz."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for folder in ("MNIST", "FashionMNIST"):
+        raw = root / folder / "raw"
+        raw.mkdir(parents=True)
+        for split, n in (("train", 600), ("t10k", 200)):
+            labels = np.arange(n) % 10
+            rng.shuffle(labels)
+            (raw / f"{split}-images-idx3-ubyte").write_bytes(_idx_bytes(_fake_images(rng, labels, (28, 28))))
+            (raw / f"{split}-labels-idx1-ubyte").write_bytes(_idx_bytes(labels.astype(np.uint8)))
+    (root / "cifar10").mkdir()
+    arrays = {}
+    for split, n in (("train", 600), ("test", 200)):
+        labels = np.arange(n) % 10
+        rng.shuffle(labels)
+        arrays[f"x_{split}"] = _fake_images(rng, labels, (32, 32, 3))
+        arrays[f"y_{split}"] = labels.astype(np.int64)
+    np.savez(root / "cifar10" / "cifar10_uint8.npz", **arrays)
+    return root
+
+
+def run_lesson(module_name, data_dir, tmp_path, *extra):
+    out = tmp_path / module_name
+    mod = importlib.import_module(module_name)
+    result = mod.main(["--quick", "--data-dir", str(data_dir), "--out", str(out), "--device", "cpu", *extra])
+    assert (out / "table.md").read_text().count("|") > 10
+    return result, out
+
+
+def test_l1_parameters(data_dir, tmp_path):
+    result, _ = run_lesson("l1_parameters", data_dir, tmp_path)
+    # Independent arithmetic: weights + biases of each layer.
+    assert result["linear"] == 784 * 128 + 128
+    assert result["conv"] == 32 * 9 + 32
+    assert result["conv_rgb"] == 32 * 27 + 32
+    assert result["dense_big"] == 32 * 32 * 3 * 1000 + 1000  # --quick: a 32x32x3 image
+    assert result["mnist_cnn"] == (9 * 32 + 32) + 2 * 32 + (32 * 64 * 9 + 64) + 2 * 64 + (3136 * 10 + 10)
+    assert result["conv_mult_adds_56"] == 4 * result["conv_mult_adds_28"]  # 4x the positions, same weights
+
+
+def test_l5_receptive_field(data_dir, tmp_path):
+    result, out = run_lesson("l5_receptive_field", data_dir, tmp_path)
+    assert (out / "receptive_field.png").stat().st_size > 1000
+    three = result["3 x conv3x3 (stride 1)"]
+    assert three["r"] == 7 and three["measured"] == (7, 7)
+    pooled = result["conv3x3, maxpool2 (stride 2), conv3x3, conv3x3"]
+    assert pooled["r"] == 12 and pooled["j"] == 2 and pooled["measured"] == (12, 12)
+    cnn = result["MNIST CNN (mnist_cnn(), conv part)"]
+    # r by hand: conv3 (3), pool2 (+1*1 = 4, j=2), conv3 (+2*2 = 8), pool2 (+1*2 = 10, j=4)
+    assert cnn["r"] == 10 and cnn["measured"] == (10, 10)
+    assert tuple(cnn["first"]) == (cnn["expected_first"],) * 2
+    # ReLU + max-pool: one image reaches at most the field; train-mode BatchNorm reaches everything.
+    assert max(result["real_union_1"][:2]) <= 10
+    assert result["real_train_mode"][0] > 10
