@@ -47,7 +47,7 @@ def _host_array(value, key):
         value = value.detach().cpu().numpy()
     if not isinstance(value, np.ndarray):
         raise TypeError(f"minicnn.save: the value of {key!r} is a {type(value).__name__}, expected a tensor")
-    return np.ascontiguousarray(value)
+    return np.asarray(value, order="C")  # (np.ascontiguousarray would turn 0-d into 1-d)
 
 
 def _write(path, arrays: dict, metadata: dict | None):
