@@ -13,7 +13,9 @@ r = 1, j = 1, start = 0.5 (pixel i covers [i, i + 1), so 0.5 is the centre of th
 
     r_l = r_{l-1} + (k_l - 1) * d_l * j_{l-1}             size of the region one output unit sees
     j_l = j_{l-1} * s_l                                   distance (in input pixels) between outputs
-    start_l = start_{l-1} + ((k_l - 1) / 2 - p_l) * j_{l-1}   centre of the first output's region
+    start_l = start_{l-1} + ((k_l - 1) * d_l / 2 - p_l) * j_{l-1}   centre of the first output's region
+
+(with dilation d a kernel spans (k - 1) * d + 1 pixels, hence d in the start formula too).
 
 Elementwise layers (BatchNorm, activations, dropout) keep the receptive field; after a layer
 that mixes all positions (Flatten, Linear) it is the whole input and is not shown. The
@@ -154,7 +156,7 @@ def summary(model, input_shape, device="cpu", dtype=np.float32, verbose=True) ->
                     geo = (
                         tuple(r[i] + (k[i] - 1) * d[i] * j[i] for i in range(2)),
                         tuple(j[i] * s[i] for i in range(2)),
-                        tuple(start[i] + ((k[i] - 1) / 2 - p[i]) * j[i] for i in range(2)),
+                        tuple(start[i] + ((k[i] - 1) * d[i] / 2 - p[i]) * j[i] for i in range(2)),
                     )
                 elif info.type in _ELEMENTWISE:
                     geo = prev
