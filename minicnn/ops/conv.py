@@ -224,8 +224,8 @@ class Conv2d(Function):
         for a in range(0, g.N, n):
             b = min(g.N, a + n)
             xp.matmul(wm, im2col(a, b), out=out[a:b].reshape(b - a, G, g.O // G, L))
-        if bias is not None:
-            out += bias.reshape(1, g.O, 1)
+            if bias is not None:  # while this chunk of the output is still in the cache
+                out[a:b] += bias.reshape(1, g.O, 1)
         self.x, self.weight, self.g, self.has_bias = x, weight, g, bias is not None
         return out.reshape(g.N, g.O, g.OH, g.OW)
 
