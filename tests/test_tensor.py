@@ -208,6 +208,31 @@ def test_shape_op_errors_name_the_op_and_the_shapes():
         mc.zeros(2, 3, 4).flatten(2, 1)
 
 
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda x: x.squeeze(5),
+            r"squeeze: dim 5 is out of range for a tensor with 2 dimension\(s\) .*\[-2, 1\]",
+        ),
+        (lambda x: x.unsqueeze(3), r"unsqueeze: dim 3 .* 2 dimension\(s\) \(expected a dim in \[-3, 2\]\)"),
+        (lambda x: x.unsqueeze(-4), r"unsqueeze: dim -4"),
+        (lambda x: x.flatten(2), r"flatten: dim 2"),
+        (lambda x: x.transpose(0, 4), r"transpose: dim 4"),
+        (lambda x: x.permute(0, 3), r"permute: dim 3"),
+        (lambda x: mc.cat([x, x], 2), r"cat: dim 2"),
+        (lambda x: mc.stack([x, x], -4), r"stack: dim -4 .* \[-3, 2\]"),
+    ],
+)
+def test_out_of_range_dims_raise_instead_of_wrapping(call, message):
+    # like PyTorch: an IndexError, never a silent modulo onto another dim
+    with pytest.raises(IndexError, match=message):
+        call(mc.zeros(2, 1))
+    x = mc.zeros(2, 1)
+    assert x.squeeze(-1).shape == (2,) and x.unsqueeze(-3).shape == (1, 2, 1)
+    assert mc.stack([x, x], -3).shape == (2, 2, 1) and mc.tensor(1.0).squeeze(-1).shape == ()
+
+
 # ====================================================================== constructors
 @pytest.mark.parametrize("name", ["zeros", "ones"])
 def test_zeros_ones(name):

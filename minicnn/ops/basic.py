@@ -45,6 +45,18 @@ def _normalize_dims(dim, ndim, op):
     return tuple(sorted(set(out))) if ndim else ()
 
 
+def _wrap_dim(dim, ndim, op, new_axis=False):
+    """One ``dim`` (negatives count from the end) as an index in range(ndim); a clear IndexError otherwise.
+    ``new_axis``: the dim names a position for an inserted axis (unsqueeze, stack), so ndim + 1 are valid."""
+    n = max(ndim + new_axis, 1)  # a 0-d tensor accepts dim 0 and -1, as in PyTorch
+    if not -n <= dim < n:
+        raise IndexError(
+            f"{op}: dim {dim} is out of range for a tensor with {ndim} dimension(s) "
+            f"(expected a dim in [{-n}, {n - 1}])"
+        )
+    return int(dim) % n
+
+
 def _keepdim_shape(shape, axes):
     return tuple(1 if (axes is None or i in axes) else n for i, n in enumerate(shape))
 
@@ -446,21 +458,21 @@ def reshape(a, *shape):
 def flatten(a, start_dim=0, end_dim=-1):
     if a.ndim == 0:
         return reshape(a, 1)
-    s, e = start_dim % a.ndim, end_dim % a.ndim
+    s, e = _wrap_dim(start_dim, a.ndim, "flatten"), _wrap_dim(end_dim, a.ndim, "flatten")
     if s > e:
         raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
     return reshape(a, a.shape[:s] + (int(np.prod(a.shape[s : e + 1])),) + a.shape[e + 1 :])
 
 
 def unsqueeze(a, dim):
-    dim = dim % (a.ndim + 1)
+    dim = _wrap_dim(dim, a.ndim, "unsqueeze", new_axis=True)
     return reshape(a, a.shape[:dim] + (1,) + a.shape[dim:])
 
 
 def squeeze(a, dim=None):
     if dim is None:
         return reshape(a, tuple(n for n in a.shape if n != 1))
-    dim = dim % max(a.ndim, 1)
+    dim = _wrap_dim(dim, a.ndim, "squeeze")
     if a.ndim == 0 or a.shape[dim] != 1:
         return a
     return reshape(a, a.shape[:dim] + a.shape[dim + 1 :])
@@ -479,12 +491,13 @@ class Permute(Function):
 
 def permute(a, *dims):
     dims = _shape_args(dims)
-    if sorted(d % max(a.ndim, 1) for d in dims) != list(range(a.ndim)):
+    if sorted(_wrap_dim(d, a.ndim, "permute") for d in dims) != list(range(a.ndim)):
         raise ValueError(f"permute: {dims} is not a permutation of the {a.ndim} dims of shape {a.shape}")
     return Permute.apply(a, dims=tuple(d % a.ndim for d in dims))
 
 
 def transpose(a, dim0, dim1):
+    dim0, dim1 = _wrap_dim(dim0, a.ndim, "transpose"), _wrap_dim(dim1, a.ndim, "transpose")
     dims = list(range(a.ndim))
     dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
     return Permute.apply(a, dims=tuple(dims))
@@ -597,12 +610,16 @@ def _check_same_shapes(tensors, op, skip_dim=None):
 
 def cat(tensors, dim=0):
     tensors = list(tensors)
+    if tensors:
+        dim = _wrap_dim(dim, tensors[0].ndim, "cat")
     _check_same_shapes(tensors, "cat", skip_dim=dim)
     return Cat.apply(*tensors, dim=dim)
 
 
 def stack(tensors, dim=0):
     tensors = list(tensors)
+    if tensors:
+        dim = _wrap_dim(dim, tensors[0].ndim, "stack", new_axis=True)
     _check_same_shapes(tensors, "stack")
     return Stack.apply(*tensors, dim=dim)
 
