@@ -559,7 +559,7 @@ def getitem(a, index):
     def conv(i):
         if isinstance(i, Tensor):
             return i.data
-        if isinstance(i, list):
+        if isinstance(i, (list, np.ndarray)):  # NumPy index arrays move to the tensor's device
             return a._xp.asarray(i)
         return i
 
