@@ -74,6 +74,8 @@ def image_grid(images, titles=None, path=None, title=None, ncols=None, title_col
 
 def training_curves(history, path=None, title="Training curves"):
     """Loss and accuracy per epoch, train vs validation, from a ``minicnn.train.fit`` history."""
+    from matplotlib.ticker import MaxNLocator
+
     epochs = history.get("epoch") or list(range(1, len(history["train_loss"]) + 1))
     fig = _figure((10, 4))
     ax_loss, ax_acc = fig.subplots(1, 2)
@@ -85,6 +87,7 @@ def training_curves(history, path=None, title="Training curves"):
                 ys = [np.nan if v is None else v * scale for v in values]
                 ax.plot(epochs, ys, style, label=split)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
         ax.legend()
