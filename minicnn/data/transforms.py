@@ -85,8 +85,7 @@ class RandomCrop(Transform):
         xp = get_array_module(x)
         n, _, h, w = x.shape
         p, (th, tw) = self.padding, self.size
-        if p:
-            x = xp.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+        x = xp.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else xp.ascontiguousarray(x)
         hp, wp = h + 2 * p, w + 2 * p
         if th > hp or tw > wp:
             raise ValueError(
@@ -96,8 +95,13 @@ class RandomCrop(Transform):
         # Top-left corner of each window, drawn on the CPU (N numbers), used on the device.
         top = to_device(generator.integers(0, hp - th + 1, size=n), device_of(x))
         left = to_device(generator.integers(0, wp - tw + 1, size=n), device_of(x))
-        # windows[n, c, i, j] is the (th, tw) view starting at (i, j): no copy until we index it.
-        windows = xp.lib.stride_tricks.sliding_window_view(x, (th, tw), axis=(2, 3))
+        # windows[n, c, i, j] is the (th, tw) window whose top-left pixel is (i, j): a strided
+        # view of the padded batch (a window steps like a pixel), no copy until it is indexed.
+        # (as_strided exists in every NumPy and CuPy; sliding_window_view only in recent CuPy.)
+        sn, sc, sh, sw = x.strides
+        windows = xp.lib.stride_tricks.as_strided(
+            x, shape=(n, x.shape[1], hp - th + 1, wp - tw + 1, th, tw), strides=(sn, sc, sh, sw, sh, sw)
+        )
         return windows[xp.arange(n), :, top, left]  # (N, C, th, tw): one gather for the batch
 
 
