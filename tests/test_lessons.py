@@ -90,3 +90,26 @@ def test_l5_receptive_field(data_dir, tmp_path):
     # ReLU + max-pool: one image reaches at most the field; train-mode BatchNorm reaches everything.
     assert max(result["real_union_1"][:2]) <= 10
     assert result["real_train_mode"][0] > 10
+
+
+def test_l3_minibatch(data_dir, tmp_path):
+    result, out = run_lesson("l3_minibatch", data_dir, tmp_path)
+    assert (out / "minibatch.png").is_file()
+    # Same budget of epochs: 2 full-batch steps vs ceil(300 / 64) = 5 steps per epoch.
+    assert result["full batch"]["steps"] == 2 and result["minibatch 64"]["steps"] == 10
+    for key in ("sorted by label, no shuffle", "shuffled"):
+        assert 0.0 <= result[key]["share_last"] <= 1.0
+    huge = result["lr=10000.0"]
+    # A caught divergence stops on a non-finite loss; a run that survived ends on a finite one.
+    assert (huge["diverged_at"] is not None) == (not np.isfinite(huge["final_loss"]))
+
+
+def test_l4_class_balance(data_dir, tmp_path):
+    result, out = run_lesson("l4_class_balance", data_dir, tmp_path)
+    assert (out / "class_balance.png").is_file()
+    assert result["counts"] == [60] * 10  # the fake training set: 600 labels, 60 per class
+    imbalanced = result["3 = 60%"]["per_class_train"]
+    assert (
+        imbalanced[3] == 60 and sum(imbalanced) == 96 and result["balanced"]["per_class_train"] == [10] * 10
+    )
+    assert len(result["balanced"]["recall"]) == 10

@@ -142,6 +142,55 @@ def train(model, args, train_set, test_set, epochs, optimizer, batch_size=64, tr
     return fit(model, train_loader, test_loader, optimizer, epochs=epochs, progress=False)
 
 
+def train_steps(model, optimizer, batches, eval_every=None, evaluate=None):
+    """The training loop written out (zero_grad, forward, loss, backward, step) with the loss of every step.
+
+    ``batches`` yields ``(images, labels)`` Tensors (a DataLoader, or several epochs of one).
+    Stops at the first NaN/infinite loss instead of letting it reach the weights; returns
+    ``{"loss": [per-step losses], "diverged_at": step or None, "evals": [(step, evaluate())...]}``.
+    """
+    import math
+
+    from minicnn.nn import functional as F
+
+    model.train()
+    losses, evals, diverged_at = [], [], None
+    for step, (x, y) in enumerate(batches, start=1):
+        optimizer.zero_grad()
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging run overflows: that is the point
+            loss = F.cross_entropy(model(x), y)
+            value = float(loss.item())
+            losses.append(value)
+            if not math.isfinite(value):
+                diverged_at = step
+                break
+            loss.backward()
+            optimizer.step()
+        if eval_every and evaluate is not None and step % eval_every == 0:
+            evals.append((step, evaluate()))
+            model.train()
+    return {"loss": losses, "diverged_at": diverged_at, "evals": evals}
+
+
+def epochs_of(loader, n):
+    """``n`` passes over ``loader`` as one stream of batches."""
+    for _ in range(n):
+        yield from loader
+
+
+def mlp(hidden=(128,), in_features=784, num_classes=10, dropout=0.0):
+    """Flatten -> [Linear -> ReLU (-> Dropout)] per hidden size -> Linear: the lessons' dense baseline."""
+    from minicnn import nn
+
+    layers, width = [nn.Flatten()], in_features
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        width = h
+    return nn.Sequential(*layers, nn.Linear(width, num_classes))
+
+
 # ============================================================================ output
 def table(headers, rows, title=None, out=None, name="table.md"):
     """Print a Markdown table (paste-ready for the docs page) and append it to ``out/name``."""
