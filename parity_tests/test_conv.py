@@ -79,9 +79,9 @@ def test_conv2d_random_configs_match_torch(seed, dtype, device):
         ((2, 4, 6, 6), (4, 1, 3, 3), dict(padding=1, groups=4)),  # depthwise
         ((2, 3, 6, 5), (5, 3, 2, 2), dict(padding="same")),  # even kernel: extra pad bottom/right
         ((2, 3, 8, 8), (5, 3, 2, 3), dict(padding="same", dilation=(3, 2))),
-        ((2, 3, 5, 4), (6, 3, 1, 1), {}),  # pointwise fast path
-        ((2, 4, 5, 4), (6, 2, 1, 1), dict(groups=2)),  # pointwise, grouped
-        ((2, 3, 7, 7), (4, 3, 1, 1), dict(stride=2)),  # 1x1 strided: regular path
+        ((2, 3, 5, 4), (6, 3, 1, 1), {}),  # 1x1 (pointwise)
+        ((2, 4, 5, 4), (6, 2, 1, 1), dict(groups=2)),  # 1x1, grouped
+        ((2, 3, 7, 7), (4, 3, 1, 1), dict(stride=2)),  # 1x1 strided
         ((1, 1, 1, 1), (1, 1, 1, 1), {}),
         ((3, 2, 4, 4), (3, 2, 4, 4), dict(padding="valid")),  # kernel == input
     ],
@@ -101,7 +101,7 @@ def test_conv2d_edge_configs(xs, ws, kwargs, dtype, device):
 
 @pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, padding=2, dilation=2), dict(groups=3)])
 def test_conv2d_many_chunks(kwargs, device, monkeypatch):
-    """A tiny chunk budget splits the batch into chunks of 2 samples (7 = 2+2+2+1)."""
+    """A tiny chunk budget splits the batch into several chunks with a remainder (e.g. 7 = 2+2+2+1)."""
     xs, ws = (7, 3, 6, 5), (6, 1 if kwargs.get("groups") else 3, 3, 3)
     monkeypatch.setattr(conv_mod, "_CHUNK_BYTES", 2 * 3 * 9 * 6 * 5 * 8)
     rng = rng_for("conv2d-chunks", repr(kwargs))

@@ -2,22 +2,24 @@
 
 The derivation, with the shape of every intermediate, is in ``docs/backprop/conv.md``.
 
-Layout choice. For a chunk of ``n`` samples, ``im2col`` copies every receptive field into
+Layout choice. For a chunk of ``m`` samples, ``im2col`` copies every receptive field into
 
-    cols  (n, C*KH*KW, OH*OW)      row  = one (channel, kernel row, kernel column)
-                                   col  = one output pixel
+    cols  (C*KH*KW, m*OH*OW)       row = one (channel, kernel row, kernel column)
+                                   column = one output pixel of one sample
 
-built from a strided view of the (padded) input; no Python loop over pixels. Then
+built with one copy from a strided view of the (padded) input; no Python loop over pixels. Then
 
-    out[i] = W (O, C*KH*KW) @ cols[i]          -> (n, O, OH*OW), already in (N, O, OH, OW) order,
+    out_chunk = W (O, C*KH*KW) @ cols          -> (O, m*OH*OW): ONE big GEMM per chunk,
 
-so the output needs no transposed copy. With groups, the C*KH*KW rows split into
-``groups`` blocks and the GEMM is batched over the groups as well.
+and a small transposed copy (done while the chunk is in the cache) puts it in (N, O, OH, OW)
+order. With groups, the C*KH*KW rows split into ``groups`` blocks and the GEMM is batched over
+the groups.
 
-Speed. On the CPU the batch is processed in chunks whose ``cols`` fit in the cache (a few MiB);
-the buffers are allocated once per call and reused by every chunk, and backward recomputes
-``cols`` chunk by chunk instead of keeping a matrix 9x the input's size alive between the passes.
-On a GPU (CuPy) the whole batch is one chunk: there, fewer and bigger kernels win.
+Speed. On the CPU the batch is processed in chunks of a few MiB of ``cols``: the buffers are
+allocated once per call and reused by every chunk, the data stays in the cache between the im2col
+copy and the GEMM, and there are few BLAS calls (each call synchronises BLAS's threads, which is
+costly on a busy machine). Backward recomputes ``cols`` chunk by chunk instead of keeping a matrix
+KH*KW times the input's size alive between the passes. On a GPU (CuPy) the whole batch is one chunk.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ import numpy as np
 from minicnn.autograd import Function
 from minicnn.backend import get_array_module
 
-# Target size of one chunk's ``cols`` on the CPU. About the size of the L2 cache: measured best
-# for the MNIST/CIFAR shapes (1-16 samples per chunk depending on C, H, W).
-_CHUNK_BYTES = 4 << 20
+# Target size of one chunk's ``cols`` on the CPU: large enough for few, efficient GEMM calls, small
+# enough to stay in the cache (measured on the MNIST/CIFAR shapes: 4-16 MiB are all close).
+_CHUNK_BYTES = 8 << 20
 
 
 # ============================================================================ argument checking
@@ -125,8 +127,6 @@ class ConvGeometry:
         self.Hp, self.Wp = Hp, Wp
         self.OH, self.OW = (Hp - ekh) // sh + 1, (Wp - ekw) // sw + 1
         self.K = Cg * KH * KW  # rows of one group's cols = length of one flattened filter
-        # 1x1 kernel, stride 1, no padding: cols is the input itself (a free reshape)
-        self.pointwise = KH == KW == 1 and (sh, sw) == (1, 1) and pads == (0, 0, 0, 0)
 
     def chunk_size(self, xp, itemsize):
         if xp is not np:
@@ -160,39 +160,37 @@ class _Im2Col:
         if self.padded:  # the border stays zero; each chunk only overwrites the interior
             self.xpad = xp.zeros((n, g.C, g.Hp, g.Wp), dtype=x.dtype)
             self.interior = (slice(None), slice(None), slice(top, top + g.H), slice(left, left + g.W))
-        if not g.pointwise:
-            self.cols = xp.empty((n, g.C * g.KH * g.KW, g.OH * g.OW), dtype=x.dtype)
+        self.cols = xp.empty((g.C * g.KH * g.KW, n * g.OH * g.OW), dtype=x.dtype)
 
     def __call__(self, a, b):
-        """cols (b-a, groups, K, OH*OW) of samples a..b-1 (a view into the reused buffer)."""
+        """cols (groups, K, (b-a)*OH*OW) of samples a..b-1 (a view into the reused buffer)."""
         g, m = self.g, b - a
-        if g.pointwise:
-            return self.x[a:b].reshape(m, g.groups, g.K, g.OH * g.OW)
         if self.padded:
             src = self.xpad[:m]
             src[self.interior] = self.x[a:b]
         else:
             src = self.x[a:b]
-        cols = self.cols[:m]
+        cols = self.cols[:, : m * g.OH * g.OW]
         xp = get_array_module(cols)
-        xp.copyto(cols.reshape(m, g.C, g.KH, g.KW, g.OH, g.OW), _window_view(src, g))
-        return cols.reshape(m, g.groups, g.K, g.OH * g.OW)
+        windows = _window_view(src, g).transpose(1, 2, 3, 0, 4, 5)  # (C, KH, KW, m, OH, OW)
+        xp.copyto(cols.reshape(g.C, g.KH, g.KW, m, g.OH, g.OW), windows)
+        return cols.reshape(g.groups, g.K, m * g.OH * g.OW)
 
 
 def _col2im(dcols, dxpad, g):
-    """Adjoint of im2col: dxpad[i, c, oh*sh + kh*dh, ow*sw + kw*dw] += dcols[i, c, kh, kw, oh, ow].
+    """Adjoint of im2col: dxpad[i, c, oh*sh + kh*dh, ow*sw + kw*dw] += dcols[c, kh, kw, i, oh, ow].
 
     One slice-add per kernel offset (KH*KW of them), each over the whole chunk. Overlapping
     windows (stride < kernel) make several offsets hit the same pixel: the adds sum them.
     """
     (sh, sw), (dh, dw) = g.stride, g.dilation
-    d6 = dcols.reshape(dcols.shape[0], g.C, g.KH, g.KW, g.OH, g.OW)
+    d6 = dcols.reshape(g.C, g.KH, g.KW, dxpad.shape[0], g.OH, g.OW)
     dxpad[...] = 0
     for kh in range(g.KH):
         rows = slice(kh * dh, kh * dh + sh * (g.OH - 1) + 1, sh)
         for kw in range(g.KW):
             cols = slice(kw * dw, kw * dw + sw * (g.OW - 1) + 1, sw)
-            dxpad[:, :, rows, cols] += d6[:, :, kh, kw]
+            dxpad[:, :, rows, cols] += d6[:, kh, kw].transpose(1, 0, 2, 3)
 
 
 # ============================================================================ the op
@@ -216,15 +214,21 @@ class Conv2d(Function):
         g = ConvGeometry(x.shape, weight.shape, None if bias is None else bias.shape,
                          stride, padding, dilation, groups)  # fmt: skip
         xp = get_array_module(x, weight)
-        G, L = g.groups, g.OH * g.OW
-        wm = weight.reshape(G, g.O // G, g.K)
+        G, Og, L = g.groups, g.O // g.groups, g.OH * g.OW
+        wm = weight.reshape(G, Og, g.K)
         out = xp.empty((g.N, g.O, L), dtype=x.dtype)
         n = g.chunk_size(xp, x.dtype.itemsize)
         im2col = _Im2Col(x, g, n)
+        out_chunk = xp.empty((G, Og, n * L), dtype=x.dtype)
         for a in range(0, g.N, n):
             b = min(g.N, a + n)
-            xp.matmul(wm, im2col(a, b), out=out[a:b].reshape(b - a, G, g.O // G, L))
-            if bias is not None:  # while this chunk of the output is still in the cache
+            m = b - a
+            res = xp.matmul(
+                wm, im2col(a, b), out=out_chunk[:, :, : m * L]
+            )  # (G, Og, m*L): one GEMM per group
+            # (O, m, L) -> (m, O, L): a small transposed copy, while the chunk is in the cache
+            xp.copyto(out[a:b], res.reshape(g.O, m, L).transpose(1, 0, 2))
+            if bias is not None:
                 out[a:b] += bias.reshape(1, g.O, 1)
         self.x, self.weight, self.g, self.has_bias = x, weight, g, bias is not None
         return out.reshape(g.N, g.O, g.OH, g.OW)
@@ -235,36 +239,36 @@ class Conv2d(Function):
         x, weight, g = self.x, self.weight, self.g
         xp = get_array_module(grad_output)
         G, Og, L = g.groups, g.O // g.groups, g.OH * g.OW
-        gout = grad_output.reshape(g.N, G, Og, L)
+        gout = grad_output.reshape(g.N, g.O, L)
         wm = weight.reshape(G, Og, g.K)
         dx = dw = db = None
         n = g.chunk_size(xp, x.dtype.itemsize)
+        g_chunk = xp.empty((g.O, n, L), dtype=x.dtype)  # the chunk's gradient as (O, m*L)
         if need_w:
             dw = xp.zeros((G, Og, g.K), dtype=x.dtype)
-            dw_chunk = xp.empty((n, G, Og, g.K), dtype=x.dtype)
+            dw_chunk = xp.empty((G, Og, g.K), dtype=x.dtype)
             im2col = _Im2Col(x, g, n)
         if need_x:
             dx = xp.empty(x.shape, dtype=x.dtype)
-            if not g.pointwise:
-                dcols = xp.empty((n, G, g.K, L), dtype=x.dtype)
-                top, left = g.pads[0], g.pads[2]
-                dxpad = xp.empty((n, g.C, g.Hp, g.Wp), dtype=x.dtype) if any(g.pads) else None
+            dcols = xp.empty((G, g.K, n * L), dtype=x.dtype)
+            top, left = g.pads[0], g.pads[2]
+            dxpad = xp.empty((n, g.C, g.Hp, g.Wp), dtype=x.dtype) if any(g.pads) else None
             wmT = wm.transpose(0, 2, 1)  # (G, K, Og): a view, BLAS reads it transposed
         for a in range(0, g.N, n):
-            b, m = min(g.N, a + n), min(g.N, a + n) - a
-            if need_w:  # dW = sum over the chunk of g[i] @ cols[i]^T
+            b = min(g.N, a + n)
+            m = b - a
+            gc = g_chunk[:, :m]
+            xp.copyto(gc, gout[a:b].transpose(1, 0, 2))
+            gc = gc.reshape(G, Og, m * L)
+            if need_w:  # dW += g_chunk @ cols^T  (summing over the chunk's samples and pixels)
                 cols = im2col(a, b)
-                xp.matmul(gout[a:b], cols.transpose(0, 1, 3, 2), out=dw_chunk[:m])
-                dw += dw_chunk[:m].sum(axis=0)
-            if need_x:  # dcols = W^T @ g[i], then col2im scatters it back onto the input pixels
-                if g.pointwise:
-                    xp.matmul(wmT, gout[a:b], out=dx[a:b].reshape(m, G, g.K, L))
-                    continue
-                xp.matmul(wmT, gout[a:b], out=dcols[:m])
+                dw += xp.matmul(gc, cols.transpose(0, 2, 1), out=dw_chunk)
+            if need_x:  # dcols = W^T @ g_chunk, then col2im scatters it back onto the input pixels
+                dc = xp.matmul(wmT, gc, out=dcols[:, :, : m * L])
                 if dxpad is None:
-                    _col2im(dcols[:m], dx[a:b], g)
+                    _col2im(dc, dx[a:b], g)
                 else:
-                    _col2im(dcols[:m], dxpad[:m], g)
+                    _col2im(dc, dxpad[:m], g)
                     dx[a:b] = dxpad[:m, :, top : top + g.H, left : left + g.W]
         if need_b:
             db = grad_output.sum(axis=(0, 2, 3))
