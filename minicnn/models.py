@@ -11,7 +11,7 @@ from minicnn import nn
 from minicnn.nn import functional as F
 
 
-def mnist_cnn(num_classes: int = 10, layers=None):
+def mnist_cnn(num_classes: int = 10, *, layers=None):
     """Two conv blocks for 1x28x28 images (50,378 parameters):
 
     Conv(1->32, 3x3, pad 1)-BN-ReLU-MaxPool(2) -> Conv(32->64, 3x3, pad 1)-BN-ReLU-MaxPool(2)
@@ -32,7 +32,7 @@ def mnist_cnn(num_classes: int = 10, layers=None):
     )
 
 
-def cifar_cnn(num_classes: int = 10, dropout: float = 0.5, layers=None):
+def cifar_cnn(num_classes: int = 10, dropout: float = 0.5, *, layers=None):
     """Three conv blocks for 3x32x32 images (620,810 parameters):
 
     [Conv(3x3, pad 1)-BN-ReLU-MaxPool(2)] x 3 with 32/64/128 channels -> Flatten ->
