@@ -34,11 +34,14 @@ STATE_RTOL = {"float64": 1e-8, "float32": 1e-4}
 
 
 @pytest.fixture(autouse=True)
-def _torch_without_onednn():
-    previous = torch.backends.mkldnn.enabled
+def _torch_native_single_thread():
+    """oneDNN off (see above); one thread, which is much faster for these tiny batches on a busy machine."""
+    previous = torch.backends.mkldnn.enabled, torch.get_num_threads()
     torch.backends.mkldnn.enabled = False
+    torch.set_num_threads(1)
     yield
-    torch.backends.mkldnn.enabled = previous
+    torch.backends.mkldnn.enabled = previous[0]
+    torch.set_num_threads(previous[1])
 
 
 def _bias_before_bn(model):

@@ -21,7 +21,7 @@ from itertools import count
 
 import numpy as np
 
-from minicnn.backend import Device, device_of, get_array_module, is_cupy_array, to_device
+from minicnn.backend import Device, device_of, is_cupy_array, to_device
 from minicnn.nn.parameter import Parameter
 from minicnn.tensor import Tensor
 
@@ -469,8 +469,7 @@ class Module:
                 f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors)
             )
         for target, value in pending:
-            xp = get_array_module(target.data)
-            value = to_device(value, target.device) if xp is not np else np.asarray(value)
+            value = to_device(value, target.device)  # NumPy <-> CuPy as needed
             target.data[...] = value.astype(target.dtype, copy=False)
         return IncompatibleKeys(missing, unexpected)
 
