@@ -113,3 +113,78 @@ def test_l4_class_balance(data_dir, tmp_path):
         imbalanced[3] == 60 and sum(imbalanced) == 96 and result["balanced"]["per_class_train"] == [10] * 10
     )
     assert len(result["balanced"]["recall"]) == 10
+
+
+def test_l2_shift_matches_roll_with_a_black_border():
+    from l2_translation import shift
+
+    images = np.random.default_rng(1).integers(1, 256, size=(3, 6, 5)).astype(np.uint8)
+    for dy, dx in ((0, 2), (0, -1), (3, 0), (-2, 0), (1, -1)):
+        expected = np.roll(images, (dy, dx), axis=(1, 2))
+        rows = slice(0, dy) if dy > 0 else slice(images.shape[1] + dy, None)
+        cols = slice(0, dx) if dx > 0 else slice(images.shape[2] + dx, None)
+        if dy:
+            expected[:, rows] = 0
+        if dx:
+            expected[:, :, cols] = 0
+        np.testing.assert_array_equal(shift(images, dy, dx), expected)
+
+
+def test_l2_translation(data_dir, tmp_path):
+    result, out = run_lesson("l2_translation", data_dir, tmp_path)
+    assert (out / "translation.png").is_file()
+    for name in ("MLP 784-256-10", "MNIST CNN"):
+        acc = result[name]["acc"]
+        assert sorted(acc) == [0, 1] and set(acc[1]) == {"right", "left", "down", "up"}
+        assert result[name]["mean_acc"][1] == pytest.approx(np.mean(list(acc[1].values())))
+
+
+def test_l9_residual(data_dir, tmp_path):
+    result, out = run_lesson("l9_residual", data_dir, tmp_path)
+    assert (out / "residual.png").is_file()
+    # --quick: stem + 2 blocks of 2 convs + the classifier = 6 weight layers, all with a gradient.
+    for name in ("plain", "residual"):
+        norms = result[name]["grad_norms"]
+        assert len(norms) == 6 and all(np.isfinite(norms))
+
+
+def test_l6_batchnorm(data_dir, tmp_path):
+    result, out = run_lesson("l6_batchnorm", data_dir, tmp_path)
+    assert (out / "batchnorm.png").is_file()
+    # eval() does not depend on the batch: the same accuracy in batches of 8 and of 500.
+    assert result["eval(), batches of 8"] == result["eval(), batches of 500"]
+    # From a reset, each train-mode pass moves the running mean 10% of the way to the batch mean.
+    err = result["running_mean_error"]
+    assert len(err) == 5 and err[-1] < err[0]
+
+
+def test_l6_train_mode_without_updates_keeps_running_stats():
+    import l6_batchnorm
+
+    import minicnn as mc
+
+    model = l6_batchnorm.small_cnn()
+    x = mc.randn(4, 1, 28, 28)
+    before = [bn.running_mean.numpy().copy() for bn in l6_batchnorm.batchnorms(model)]
+    with l6_batchnorm.train_mode_without_updates(model):
+        assert model.training
+        model(x)
+    assert not model.training
+    for bn, b in zip(l6_batchnorm.batchnorms(model), before):
+        np.testing.assert_array_equal(bn.running_mean.numpy(), b)
+        assert bn.momentum == 0.1
+
+
+def test_l7_overfitting(data_dir, tmp_path):
+    result, out = run_lesson("l7_overfitting", data_dir, tmp_path)
+    assert (out / "overfitting.png").is_file() and (out / "flips.png").is_file()
+    for key in ("plain", "dropout 0.5", "weight decay 1e-3", "dropout + weight decay", "cifar crop + flip"):
+        assert 0.0 <= result[key]["train_acc"] <= 1.0 and 0.0 <= result[key]["val_acc"] <= 1.0
+
+
+def test_l8_first_layer(data_dir, tmp_path):
+    result, out = run_lesson("l8_first_layer", data_dir, tmp_path)
+    for name in ("mnist", "cifar10"):
+        for f in (f"filters_{name}_initial.png", f"filters_{name}_trained.png", f"feature_maps_{name}.png"):
+            assert (out / f).stat().st_size > 1000
+    assert result["MNIST"]["relative_change"] > 0  # training moved the first-layer filters
