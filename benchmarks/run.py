@@ -429,6 +429,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # show each table as it is done, also when redirected
     configs = ["haswell", "unset"] if args.blas == "both" else [args.blas]
     probes = {}
     for c in configs:
