@@ -135,11 +135,21 @@ class MaxPool2d(Function):
         best = xp.full((g.N, g.C, g.OH, g.OW), -np.inf, dtype=x.dtype)
         argmax = xp.empty((g.N, g.C, g.OH, g.OW), dtype=idx_dtype)
         argmax[...] = self._first_inside(g, xp).astype(idx_dtype)
+        # Speed: plain ufuncs with out= buffers, no masked copies. The running max is
+        # np.maximum (which propagates NaN as PyTorch's max does). Offsets are visited in
+        # increasing order, so the arg-max is the largest offset at which the value was taken:
+        # argmax = max(argmax, off * taken). NaN checks are skipped when the input has none.
+        has_nan = bool(xp.isnan(x).any())
+        taken = xp.empty(best.shape, dtype=bool)
+        hit = xp.empty(best.shape, dtype=idx_dtype)
         for off, rows, cols in g.offsets():
             v = xpad[:, :, rows, cols]
-            take = (v > best) | xp.isnan(v)
-            xp.copyto(best, v, where=take)
-            xp.copyto(argmax, off, where=take)
+            xp.greater(v, best, out=taken)
+            if has_nan:
+                taken |= xp.isnan(v)
+            xp.maximum(best, v, out=best)
+            xp.multiply(taken, idx_dtype(off), out=hit)
+            xp.maximum(argmax, hit, out=argmax)
         self.argmax, self.g, self.dtype = argmax, g, x.dtype
         if indices_out is not None:
             indices_out.append(self._flat_indices(argmax, g, xp))
@@ -166,19 +176,16 @@ class MaxPool2d(Function):
     def backward(self, grad_output):
         g, argmax = self.g, self.argmax
         xp = get_array_module(grad_output)
-        zero = xp.zeros((), dtype=grad_output.dtype)
         if g.tiles:
-            # Each input pixel lies in at most one window: write dx in one pass through the
-            # (N, C, OH, KH, OW, KW) view, comparing each pixel's offset with its window's arg-max.
-            kh, kw = g.kernel
-            offset = xp.arange(kh * kw, dtype=argmax.dtype).reshape(1, 1, 1, kh, 1, kw)
-            hit = argmax[:, :, :, None, :, None] == offset
+            # Each input pixel lies in at most one window: for each kernel offset, write
+            # g * (argmax == offset) straight into the strided view of dx that offset reads.
             dx = xp.zeros((g.N, g.C, g.H, g.W), dtype=grad_output.dtype)
-            g.tile_view(dx)[...] = xp.where(hit, grad_output[:, :, :, None, :, None], zero)
+            for off, rows, cols in g.offsets():
+                xp.multiply(grad_output, argmax == off, out=dx[:, :, rows, cols])
             return dx
         dxpad = xp.zeros((g.N, g.C, g.Hp, g.Wp), dtype=grad_output.dtype)
         for off, rows, cols in g.offsets():
-            dxpad[:, :, rows, cols] += xp.where(argmax == off, grad_output, zero)
+            dxpad[:, :, rows, cols] += grad_output * (argmax == off)
         return g.crop(dxpad)
 
 
