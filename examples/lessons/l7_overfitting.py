@@ -43,7 +43,7 @@ def main(argv=None):
     # ---------------------------------------------------------------- 1. MLP on 1,000 MNIST images
     n_small, n_val = C.pick(args, 1000, 100), C.pick(args, 2000, 50)
     mnist_train, mnist_val = C.load_mnist(args, n_small, n_val)
-    epochs = C.pick(args, 30, 2)
+    epochs = C.pick(args, 30, 1)
     variants = {
         "plain": (0.0, 0.0),
         "dropout 0.5": (0.5, 0.0),
