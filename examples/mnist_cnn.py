@@ -1,4 +1,4 @@
-"""Train the MNIST CNN (minicnn.models.mnist_cnn) with Adam: about 99% test accuracy in 5 epochs.
+"""Train the MNIST CNN (minicnn.models.mnist_cnn), Adam + cosine decay: over 99% test accuracy in 5 epochs.
 
     python examples/mnist_cnn.py                                  # ./data, downloaded if absent
     python examples/mnist_cnn.py --data-dir /path/with/MNIST/raw --epochs 1 --limit-train 5000
@@ -38,8 +38,12 @@ def main(argv=None):
     model = mnist_cnn().to(device)
     print(model)
     optimizer = optim.Adam(model.parameters(), lr=args.lr)
-    history = fit(model, train_loader, test_loader, optimizer, args.epochs, callbacks=epoch_printer(args),
-                  checkpoint_dir=args.out, resume=args.resume, progress=not args.no_progress)  # fmt: skip
+    # Cosine decay from --lr to 0 over the run (stepped once per epoch): the last epochs settle
+    # into a minimum instead of bouncing around it at full learning rate.
+    scheduler = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    history = fit(model, train_loader, test_loader, optimizer, args.epochs, scheduler=scheduler,
+                  callbacks=epoch_printer(args), checkpoint_dir=args.out, resume=args.resume,
+                  progress=not args.no_progress)  # fmt: skip
     return write_report(model, history, test_set, test_loader, args.out, "MNIST CNN")
 
 
