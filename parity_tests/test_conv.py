@@ -109,6 +109,47 @@ def test_conv2d_many_chunks(kwargs, device, monkeypatch):
     check_parity(lambda *a: F.conv2d(*a, **kwargs), lambda *a: TF.conv2d(*a, **kwargs), inputs, device=device)
 
 
+@pytest.mark.parametrize(
+    "xs, ws, kwargs",
+    [
+        ((3, 4, 9, 7), (5, 4, 3, 3), dict(padding=1)),  # the models' case
+        ((2, 3, 8, 8), (4, 3, 4, 2), dict(padding="same")),  # even kernel: extra row/col bottom/right
+        ((2, 2, 9, 10), (3, 2, 3, 2), dict(padding=(2, 0), dilation=(2, 3))),
+        ((2, 4, 6, 6), (4, 2, 3, 3), dict(padding=1, groups=2)),
+        ((2, 3, 5, 4), (2, 3, 5, 4), {}),  # kernel = whole image: one output pixel
+        ((1, 1, 1, 9), (1, 1, 1, 3), dict(padding=(0, 1))),
+    ],
+)
+def test_conv2d_stride1_row_layout(xs, ws, kwargs, device, monkeypatch):
+    """Stride 1 uses the row layout on NumPy (_Im2ColRows); several chunks, vs PyTorch."""
+    monkeypatch.setattr(conv_mod, "_CHUNK_BYTES", 1)  # one sample per chunk
+    rng = rng_for("conv2d-rows", xs, ws, repr(kwargs))
+    inputs = [rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])]
+    check_parity(lambda *a: F.conv2d(*a, **kwargs), lambda *a: TF.conv2d(*a, **kwargs), inputs, device=device)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # inf - inf, 0 * inf: expected here
+@pytest.mark.parametrize("where", ["x_last_column", "x_first_column", "weight"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+@pytest.mark.parametrize("padding", [0, 1])
+def test_conv2d_non_finite_values_spread_like_torch(where, value, padding, device):
+    """inf/NaN reach exactly the outputs and gradients they reach in PyTorch. (The row layout's
+    extra columns multiply input values by a zero gradient; backward must not let 0 * inf = NaN
+    leak into the weight gradient.)"""
+    rng = rng_for("conv2d-nonfinite", where, str(value), padding)
+    x, w = rng.standard_normal((2, 2, 5, 6)), rng.standard_normal((3, 2, 3, 3))
+    if where == "x_last_column":
+        x[1, 0, 2, -1] = value
+    elif where == "x_first_column":
+        x[0, 1, 3, 0] = value
+    else:
+        w[1, 0, 2, 2] = value
+    check_parity(
+        lambda *a: F.conv2d(*a, padding=padding), lambda *a: TF.conv2d(*a, padding=padding), [x, w],
+        device=device,
+    )
+
+
 @pytest.mark.parametrize("grad", [[False, True, True], [True, False, False], [True, True, False]])
 def test_conv2d_only_some_inputs_need_grad(grad, device):
     rng = rng_for("conv2d-partial", grad)

@@ -15,11 +15,15 @@ and a small transposed copy (done while the chunk is in the cache) puts it in (N
 order. With groups, the C*KH*KW rows split into ``groups`` blocks and the GEMM is batched over
 the groups.
 
-Speed. On the CPU the batch is processed in chunks of a few MiB of ``cols``: the buffers are
-allocated once per call and reused by every chunk, the data stays in the cache between the im2col
-copy and the GEMM, and there are few BLAS calls (each call synchronises BLAS's threads, which is
-costly on a busy machine). Backward recomputes ``cols`` chunk by chunk instead of keeping a matrix
-KH*KW times the input's size alive between the passes. On a GPU (CuPy) the whole batch is one chunk.
+Speed. On the CPU the batch is processed in chunks of a few MiB of ``cols``: the buffers come
+from a workspace that keeps them between calls (``ops/workspace.py``: no fresh memory, hence no
+page faults, per call), the data stays in the cache between the im2col copy and the GEMM, and there
+are few BLAS calls. Backward rebuilds ``cols`` chunk by chunk instead of keeping a matrix KH*KW
+times the input's size alive between the passes. On a GPU (CuPy) the whole batch is one chunk.
+
+Two column layouts share this code: ``_Im2Col`` (above, any stride) and, for stride 1 on NumPy,
+``_Im2ColRows``, whose columns run over whole padded input rows so that im2col and col2im move
+long contiguous runs instead of OW-long pieces (see its docstring).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 
 from minicnn.autograd import Function
 from minicnn.backend import get_array_module
+from minicnn.ops import workspace
 
 # Target size of one chunk's ``cols`` on the CPU: large enough for few, efficient GEMM calls, small
 # enough to stay in the cache (measured on the MNIST/CIFAR shapes: 4-16 MiB are all close).
@@ -127,6 +132,8 @@ class ConvGeometry:
         self.Hp, self.Wp = Hp, Wp
         self.OH, self.OW = (Hp - ekh) // sh + 1, (Wp - ekw) // sw + 1
         self.K = Cg * KH * KW  # rows of one group's cols = length of one flattened filter
+        # everything a scratch buffer's layout depends on (ops/workspace.py)
+        self.key = (C, H, W, O, KH, KW, groups, self.stride, self.dilation, pads)
 
     def chunk_size(self, xp, itemsize):
         if xp is not np:
@@ -150,31 +157,86 @@ def _window_view(xpad, g):
 
 
 class _Im2Col:
-    """im2col for chunks of the batch, into buffers allocated once and reused by every chunk."""
+    """The compact column layout, for any stride and dilation: one column per output pixel,
+
+        cols (C*KH*KW, m*OH*OW),    the chunk's gradient (O, m*OH*OW).
+
+    Holds the buffers of one call (allocated once, reused by every chunk of ``n`` samples) and the
+    four moves between the (N, C, H, W) arrays and the matrices the GEMMs use.
+
+    Backward rebuilds ``cols`` rather than keeping the forward pass's: keeping it means a fresh
+    array of 9x the input (3x3 kernels) per call, and on the measured machine writing fresh
+    memory (page faults) cost more than the im2col copy it saves (docs/performance.md).
+    """
 
     def __init__(self, x, g, n):
-        self.x, self.g = x, g
-        xp = get_array_module(x)
+        self.x, self.g, self.n = x, g, n
+        self.xp = get_array_module(x)
+        self.L = self.columns_per_sample()
         top, bottom, left, right = g.pads
         self.padded = any(g.pads)
+        self.interior = (slice(None), slice(None), slice(top, top + g.H), slice(left, left + g.W))
         if self.padded:  # the border stays zero; each chunk only overwrites the interior
-            self.xpad = xp.zeros((n, g.C, g.Hp, g.Wp), dtype=x.dtype)
-            self.interior = (slice(None), slice(None), slice(top, top + g.H), slice(left, left + g.W))
-        self.cols = xp.empty((g.C * g.KH * g.KW, n * g.OH * g.OW), dtype=x.dtype)
+            self.xpad = self.buffer("xpad", (n, g.C, g.Hp, g.Wp), zero=True)
+        self.cols = self.new_buffer("cols", g.C * g.KH * g.KW)
+        # backward's buffers, made when first needed
+        self.gmat = self.dcols = self.dxpad = self.w_offsets = None
+
+    def columns_per_sample(self):
+        return self.g.OH * self.g.OW
+
+    def buffer(self, name, shape, zero=False):
+        """A scratch buffer reused by the next call with the same geometry (ops/workspace.py)."""
+        key = ("conv2d", type(self).__name__, name, self.g.key)
+        return workspace.scratch(self.xp, key, shape, self.x.dtype, zero=zero)
+
+    def new_buffer(self, name, rows):
+        """A scratch (rows, n, L) buffer."""
+        return self.buffer(name, (rows, self.n, self.L))
+
+    def source(self, a, b):
+        """Samples a..b-1 of the (zero-)padded input."""
+        if not self.padded:
+            return self.x[a:b]
+        src = self.xpad[: b - a]
+        src[self.interior] = self.x[a:b]
+        return src
 
     def __call__(self, a, b):
-        """cols (groups, K, (b-a)*OH*OW) of samples a..b-1 (a view into the reused buffer)."""
+        """cols (groups, K, m*L) of samples a..b-1 (a view into the reused buffer)."""
         g, m = self.g, b - a
-        if self.padded:
-            src = self.xpad[:m]
-            src[self.interior] = self.x[a:b]
-        else:
-            src = self.x[a:b]
-        cols = self.cols[:, : m * g.OH * g.OW]
-        xp = get_array_module(cols)
-        windows = _window_view(src, g).transpose(1, 2, 3, 0, 4, 5)  # (C, KH, KW, m, OH, OW)
-        xp.copyto(cols.reshape(g.C, g.KH, g.KW, m, g.OH, g.OW), windows)
-        return cols.reshape(g.groups, g.K, m * g.OH * g.OW)
+        cols = self.cols[:, :m]
+        windows = _window_view(self.source(a, b), g).transpose(1, 2, 3, 0, 4, 5)  # (C, KH, KW, m, OH, OW)
+        self.xp.copyto(cols.reshape(g.C, g.KH, g.KW, m, g.OH, g.OW), windows)
+        return cols.reshape(g.groups, g.K, m * self.L)
+
+    def grad_matrix(self, grad_output, a, b):
+        """The upstream gradient of samples a..b-1 as (groups, O/groups, m*L), for the GEMMs."""
+        g, m = self.g, b - a
+        if self.gmat is None:
+            self.gmat = self.new_buffer("grad", g.O)
+        self.xp.copyto(self.gmat[:, :m], grad_output[a:b].reshape(m, g.O, self.L).transpose(1, 0, 2))
+        return self.gmat[:, :m].reshape(g.groups, g.O // g.groups, m * self.L)
+
+    def output_view(self, res, m):
+        """The GEMM result (groups, O/groups, m*L) seen as (m, O, OH, OW)."""
+        g = self.g
+        return res.reshape(g.O, m, g.OH, g.OW).transpose(1, 0, 2, 3)
+
+    def input_grad(self, wm, gm, dx_chunk):
+        """dx_chunk (m, C, H, W) = col2im(Wm^T @ gm): dcols for the whole chunk in one GEMM per
+        group, then scattered back onto the input pixels."""
+        g, m = self.g, gm.shape[-1] // self.L
+        if self.dcols is None:
+            self.dcols = self.buffer("dcols", (g.groups, g.K, self.n * self.L))
+        dcols = self.xp.matmul(wm.transpose(0, 2, 1), gm, out=self.dcols[:, :, : m * self.L])
+        if not self.padded:
+            _col2im(dcols, dx_chunk, g)
+            return
+        if self.dxpad is None:
+            self.dxpad = self.buffer("dxpad", (self.n, g.C, g.Hp, g.Wp))
+        _col2im(dcols, self.dxpad[:m], g)
+        dx_chunk[...] = self.dxpad[:m][self.interior]
 
 
 def _col2im(dcols, dxpad, g):
@@ -193,7 +255,103 @@ def _col2im(dcols, dxpad, g):
             dxpad[:, :, rows, cols] += d6[:, kh, kw].transpose(1, 0, 2, 3)
 
 
+class _Im2ColRows(_Im2Col):
+    """The stride-1 layout: one column per output row position (oh, w) for EVERY w < Wp,
+
+        cols (C*KH*KW, m*OH*Wp),    the chunk's gradient (O, m*OH*Wp) with zeros at w >= OW.
+
+    Why. With stride 1, the values kernel offset (kh, kw) reads for one (sample, channel) are the
+    flat padded plane from position kh*dh*Wp + kw*dw on: ONE contiguous run of (OH-1)*Wp + OW
+    values (the output rows are Wp apart in the input, exactly as in this layout). So im2col is
+    C*KH*KW*m long contiguous copies and col2im C*KH*KW*m long contiguous adds, instead of NumPy
+    walking OW-long pieces (14 values for MNIST's conv2), which costs more in loop overhead than in
+    data. The price: Wp/OW more GEMM columns (16/14 for MNIST's conv2) whose outputs are dropped.
+
+    The extra columns w >= OW read real input values from the row's right border (or the next
+    row). In the forward pass their outputs are simply not copied out. In backward their gradient
+    is 0, so they add 0 * (finite value) = 0 to dW and W^T @ 0 = 0 to the input gradient; only
+    non-finite values (inf/NaN in x or W) could leak, so ``Conv2d.backward`` then falls back to
+    the compact layout. Measured on MNIST's conv2 (64x32x14x14 -> 64, quiet 2-core CPU): see
+    docs/performance.md.
+    """
+
+    def columns_per_sample(self):
+        return self.g.OH * self.g.Wp
+
+    def new_buffer(self, name, rows):
+        # Zeros: the last Wp - OW columns of each sample are never written and must read as 0.
+        return self.buffer(name, (rows, self.n, self.L), zero=True)
+
+    def _runs(self, plane_array, m):
+        """View (C, KH, KW, m, span) of the flat planes of an (m, C, Hp, Wp) contiguous array:
+        [c, kh, kw, i, t] is plane (i, c) at position kh*dh*Wp + kw*dw + t, t < span."""
+        g = self.g
+        isz = plane_array.itemsize
+        sn, sc = plane_array.strides[:2]
+        (dh, dw), span = g.dilation, (g.OH - 1) * g.Wp + g.OW
+        return self.xp.lib.stride_tricks.as_strided(
+            plane_array,
+            shape=(g.C, g.KH, g.KW, m, span),
+            strides=(sc, dh * g.Wp * isz, dw * isz, sn, isz),
+        )
+
+    def __call__(self, a, b):
+        g, m = self.g, b - a
+        span = (g.OH - 1) * g.Wp + g.OW
+        src = self.xp.ascontiguousarray(self.source(a, b))
+        self.xp.copyto(self.cols[:, :m, :span].reshape(g.C, g.KH, g.KW, m, span), self._runs(src, m))
+        return self.cols[:, :m].reshape(g.groups, g.K, m * self.L)
+
+    def grad_matrix(self, grad_output, a, b):
+        g, m = self.g, b - a
+        if self.gmat is None:
+            self.gmat = self.new_buffer("grad", g.O)  # zeros at w >= OW stay zero
+        dst = self.gmat[:, :m].reshape(g.O, m, g.OH, g.Wp)[..., : g.OW]
+        self.xp.copyto(dst, grad_output[a:b].transpose(1, 0, 2, 3))
+        return self.gmat[:, :m].reshape(g.groups, g.O // g.groups, m * self.L)
+
+    def output_view(self, res, m):
+        g = self.g
+        return res.reshape(g.O, m, g.OH, g.Wp)[..., : g.OW].transpose(1, 0, 2, 3)
+
+    def input_grad(self, wm, gm, dx_chunk):
+        """Like the compact layout's, but one small GEMM per kernel offset, added to the input
+        gradient at once: offset (kh, kw)'s share of dcols is Wm[:, :, (c, kh, kw)]^T @ gm, a
+        (C, m*L) block that is still in the cache when it is added to the runs it came from.
+        (Measured: faster than one big dcols GEMM, whose 9x-the-input result leaves the cache
+        before col2im reads it.)"""
+        g, m = self.g, gm.shape[-1] // self.L
+        span = (g.OH - 1) * g.Wp + g.OW
+        if self.dcols is None:  # one offset's block, (groups, C/groups, n*L)
+            self.dcols = self.buffer("dcols", (g.groups, g.C // g.groups, self.n * self.L))
+        if self.padded:
+            if self.dxpad is None:
+                self.dxpad = self.buffer("dxpad", (self.n, g.C, g.Hp, g.Wp))
+            dst = self.dxpad[:m]
+        else:
+            dst = dx_chunk
+        dst[...] = 0
+        runs = self._runs(dst, m)  # (C, KH, KW, m, span) view of dst
+        if self.w_offsets is None:  # (KH, KW, groups, C/groups, O/groups): W^T of each kernel offset,
+            # copied once so that each is a contiguous matrix (a strided one would not go to BLAS)
+            w5 = wm.reshape(g.groups, g.O // g.groups, g.C // g.groups, g.KH, g.KW)
+            self.w_offsets = self.xp.ascontiguousarray(w5.transpose(3, 4, 0, 2, 1))
+        for kh in range(g.KH):
+            for kw in range(g.KW):
+                block = self.xp.matmul(self.w_offsets[kh, kw], gm, out=self.dcols[:, :, : m * self.L])
+                runs[:, kh, kw] += block.reshape(g.C, m, self.L)[..., :span]
+        if self.padded:
+            dx_chunk[...] = dst[self.interior]
+
+
 # ============================================================================ the op
+def _layout_for(g, xp):
+    """The column layout of one call: the stride-1 row layout on NumPy (see _Im2ColRows), the compact
+    layout otherwise. On CuPy one kernel copies the whole batch either way, and the row layout's
+    extra GEMM columns would cost without saving anything."""
+    return _Im2ColRows if (xp is np and g.stride == (1, 1)) else _Im2Col
+
+
 class Conv2d(Function):
     """out[n, o] = sum_{c, kh, kw} W[o, c, kh, kw] * xpad[n, c, oh*s + kh*d, ow*s + kw*d] + b[o].
 
@@ -214,69 +372,61 @@ class Conv2d(Function):
         g = ConvGeometry(x.shape, weight.shape, None if bias is None else bias.shape,
                          stride, padding, dilation, groups)  # fmt: skip
         xp = get_array_module(x, weight)
-        G, Og, L = g.groups, g.O // g.groups, g.OH * g.OW
-        wm = weight.reshape(G, Og, g.K)
-        out = xp.empty((g.N, g.O, L), dtype=x.dtype)
+        layout = _layout_for(g, xp)
         n = g.chunk_size(xp, x.dtype.itemsize)
-        im2col = _Im2Col(x, g, n)
-        out_chunk = xp.empty((G, Og, n * L), dtype=x.dtype)
+        im2col = layout(x, g, n)
+        wm = weight.reshape(g.groups, g.O // g.groups, g.K)
+        out = xp.empty((g.N, g.O, g.OH, g.OW), dtype=x.dtype)
+        res = im2col.buffer("out", (g.groups, g.O // g.groups, n * im2col.L))
         for a in range(0, g.N, n):
             b = min(g.N, a + n)
             m = b - a
-            res = xp.matmul(
-                wm, im2col(a, b), out=out_chunk[:, :, : m * L]
-            )  # (G, Og, m*L): one GEMM per group
-            # (O, m, L) -> (m, O, L): a small transposed copy, while the chunk is in the cache
-            xp.copyto(out[a:b], res.reshape(g.O, m, L).transpose(1, 0, 2))
-            if bias is not None:
-                out[a:b] += bias.reshape(1, g.O, 1)
+            chunk = xp.matmul(wm, im2col(a, b), out=res[:, :, : m * im2col.L])  # one GEMM per group
+            # (O, m, ...) -> (m, O, OH, OW): a transposed copy while the chunk is in the cache,
+            # with the bias added on the way
+            if bias is None:
+                xp.copyto(out[a:b], im2col.output_view(chunk, m))
+            else:
+                xp.add(im2col.output_view(chunk, m), bias.reshape(1, g.O, 1, 1), out=out[a:b])
         self.x, self.weight, self.g, self.has_bias = x, weight, g, bias is not None
-        return out.reshape(g.N, g.O, g.OH, g.OW)
+        return out
 
     def backward(self, grad_output):
         need_x, need_w = self.needs_input_grad[:2]
         need_b = self.has_bias and self.needs_input_grad[2]
-        x, weight, g = self.x, self.weight, self.g
         xp = get_array_module(grad_output)
-        G, Og, L = g.groups, g.O // g.groups, g.OH * g.OW
-        gout = grad_output.reshape(g.N, g.O, L)
-        wm = weight.reshape(G, Og, g.K)
-        dx = dw = db = None
+        layout = _layout_for(self.g, xp)
+        if layout is _Im2ColRows and not bool(xp.isfinite(self.weight).all()):
+            layout = _Im2Col  # a non-finite weight would turn the extra columns' 0 gradient into NaN
+        dx, dw = self._grads(grad_output, layout, need_x, need_w)
+        if dw is not None and layout is _Im2ColRows and not bool(xp.isfinite(dw).all()):
+            # an inf/NaN in x may have reached dW through an extra column (0 * inf): redo exactly
+            dw = self._grads(grad_output, _Im2Col, False, True)[1]
+        db = None
+        if need_b:  # sum over N, OH, OW; einsum measured ~2x faster than .sum(axis=(0, 2, 3))
+            db = xp.einsum("nol->o", grad_output.reshape(self.g.N, self.g.O, -1))
+        return dx, None if dw is None else dw.reshape(self.weight.shape), db
+
+    def _grads(self, grad_output, layout, need_x, need_w):
+        """dL/dx and dL/dWm (groups, O/groups, K), chunk by chunk, in the given column layout."""
+        x, g = self.x, self.g
+        xp = get_array_module(grad_output)
         n = g.chunk_size(xp, x.dtype.itemsize)
-        g_chunk = xp.empty((g.O, n, L), dtype=x.dtype)  # the chunk's gradient as (O, m*L)
-        if need_w:
-            dw = xp.zeros((G, Og, g.K), dtype=x.dtype)
-            dw_chunk = xp.empty((G, Og, g.K), dtype=x.dtype)
-            im2col = _Im2Col(x, g, n)
-        if need_x:
-            dx = xp.empty(x.shape, dtype=x.dtype)
-            dcols = xp.empty((G, g.K, n * L), dtype=x.dtype)
-            top, left = g.pads[0], g.pads[2]
-            dxpad = xp.empty((n, g.C, g.Hp, g.Wp), dtype=x.dtype) if any(g.pads) else None
-            wmT = wm.transpose(0, 2, 1)  # (G, K, Og): a view, BLAS reads it transposed
+        cols = layout(x, g, n)
+        wm = self.weight.reshape(g.groups, g.O // g.groups, g.K)
+        dx = xp.empty(x.shape, dtype=x.dtype) if need_x else None
+        dwT = xp.zeros((g.groups, g.K, g.O // g.groups), dtype=x.dtype) if need_w else None
+        dwT_chunk = xp.empty_like(dwT) if need_w else None
         for a in range(0, g.N, n):
             b = min(g.N, a + n)
-            m = b - a
-            gc = g_chunk[:, :m]
-            xp.copyto(gc, gout[a:b].transpose(1, 0, 2))
-            gc = gc.reshape(G, Og, m * L)
-            if need_w:  # dW += g_chunk @ cols^T  (summing over the chunk's samples and pixels)
-                cols = im2col(a, b)
-                dw += xp.matmul(gc, cols.transpose(0, 2, 1), out=dw_chunk)
-            if need_x:  # dcols = W^T @ g_chunk, then col2im scatters it back onto the input pixels
-                dc = xp.matmul(wmT, gc, out=dcols[:, :, : m * L])
-                if dxpad is None:
-                    _col2im(dc, dx[a:b], g)
-                else:
-                    _col2im(dc, dxpad[:m], g)
-                    dx[a:b] = dxpad[:m, :, top : top + g.H, left : left + g.W]
-        if need_b:
-            db = grad_output.sum(axis=(0, 2, 3))
-        return (
-            dx,
-            None if dw is None else dw.reshape(weight.shape),
-            db,
-        )
+            gm = cols.grad_matrix(grad_output, a, b)  # (groups, O/groups, m*L)
+            if need_w:  # dW^T += cols @ g_chunk^T  (sums over the chunk's samples and pixels;
+                # this orientation measured ~20 % faster than g_chunk @ cols^T)
+                dwT += xp.matmul(cols(a, b), gm.transpose(0, 2, 1), out=dwT_chunk)
+            if need_x:  # dcols = W^T @ g_chunk, scattered back onto the input pixels (col2im)
+                cols.input_grad(wm, gm, dx[a:b])
+        dw = None if dwT is None else dwT.transpose(0, 2, 1)
+        return dx, dw
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
