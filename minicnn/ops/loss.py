@@ -72,6 +72,10 @@ class CrossEntropy(Function):
     def forward(self, x, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         xp = get_array_module(x)
         num_classes, eps = x.shape[1], label_smoothing
+        self.reduction, self.weight, self.eps = reduction, weight, eps
+        self.sparse = x.ndim == 2 and target.dtype.kind in "iu" and eps == 0
+        if self.sparse:
+            return self._forward_class_indices(x, target, weight, ignore_index, reduction, xp)
         shifted = x - x.max(axis=1, keepdims=True)
         shifted -= xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
         log_p = shifted  # log-softmax, (N, C, d...)
@@ -89,13 +93,31 @@ class CrossEntropy(Function):
                 q = q * _class_view(weight, x.ndim)
             denom = math.prod(target.shape) // num_classes
 
-        self.log_p, self.q, self.reduction, self.denom = log_p, q, reduction, denom
-        self.weight, self.eps = weight, eps
+        self.log_p, self.q, self.denom = log_p, q, denom
         return _reduce(-(q * log_p).sum(axis=1), reduction, denom)
+
+    def _forward_class_indices(self, x, target, weight, ignore_index, reduction, xp):
+        """The common case, (N, C) logits and class indices without smoothing, in O(N*C) passes
+        that touch only what is needed: q is one-hot, so loss_i = -w[y_i] * log p[i, y_i] is a
+        gather, and backward is p * w[y_i] with w[y_i] subtracted at [i, y_i] (a scatter)."""
+        valid, safe, w_t = _index_weights(target, weight, ignore_index, x.dtype, xp)
+        e = x - x.max(axis=1, keepdims=True)
+        shifted_target = xp.take_along_axis(e, safe[:, None], axis=1)[:, 0]
+        xp.exp(e, out=e)  # e = exp(x - max): p = e / sum(e)
+        total = e.sum(axis=1)
+        log_p_target = shifted_target - xp.log(total)
+        self.exp_shifted, self.total, self.safe, self.w_t = e, total, safe, w_t
+        self.denom = w_t.sum()
+        return _reduce(-(w_t * log_p_target), reduction, self.denom)
 
     def backward(self, g):
         xp = get_array_module(g)
         scale = _grad_scale(g, self.reduction, self.denom, xp)
+        if self.sparse:  # dx = (p - onehot) * w[y] * scale
+            coef = self.w_t * (scale[:, 0] if self.reduction == "none" else scale)
+            dx = self.exp_shifted * (coef / self.total)[:, None]
+            dx[xp.arange(dx.shape[0]), self.safe] -= coef
+            return dx, None
         dx = dt = None
         if self.needs_input_grad[0]:
             dx = xp.exp(self.log_p)
