@@ -122,3 +122,41 @@ def test_batch_norm_errors(device):
         F.batch_norm(t(4, 3), t(3), t(3), training=True, momentum=None)
     with pytest.raises(TypeError, match="weight has dtype float64 but the input has dtype float32"):
         F.batch_norm(t(4, 3), t(3), t(3), mc.zeros(3, dtype=mc.float64, device=device), training=True)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_batch_slices(device, training, monkeypatch):
+    """The backward's element-wise passes run over slices of the batch (one sample per slice
+    here): the result must not depend on the slicing, in float64 to 1e-12."""
+    import minicnn.ops.normalization as bn_mod
+
+    monkeypatch.setattr(bn_mod, "SLICE_BYTES", 1)
+    rng = rng_for("bn-slices", training)
+    shape = (5, 3, 4, 6)
+    x = rng.standard_normal(shape) * 2.0 + 3.0
+    rm, rv = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)
+    w, b = rng.standard_normal(3), rng.standard_normal(3)
+    check_parity(
+        lambda x, rm, rv, w, b: F.batch_norm(x, rm, rv, w, b, training=training),
+        lambda x, rm, rv, w, b: torch.nn.functional.batch_norm(x, rm, rv, w, b, training=training),
+        [x, rm, rv, w, b],
+        grad=[True, False, False, True, True],
+        rtol=1e-12,
+        device=device,
+    )
+
+
+def test_batch_norm_eval_backward_uses_the_statistics_of_its_forward(device):
+    """Backward recomputes x - running_mean: a training call that updates the running statistics
+    in place between an eval forward and its backward must not change that backward."""
+    rng = rng_for("bn-eval-snapshot")
+    x = mc.tensor(rng.standard_normal((4, 3, 5, 5)), device=device)
+    w = mc.tensor(rng.standard_normal(3), device=device, requires_grad=True)
+    rm = mc.tensor(rng.standard_normal(3), device=device)
+    rv = mc.tensor(rng.uniform(0.5, 2.0, 3), device=device)
+    rm0, rv0 = rm.numpy().copy(), rv.numpy().copy()
+    y = F.batch_norm(x, rm, rv, w, None, training=False)
+    F.batch_norm(x * 3.0 + 1.0, rm, rv, None, None, training=True, momentum=0.5)  # moves rm, rv
+    y.sum().backward()
+    xhat = (x.numpy() - rm0[:, None, None]) / np.sqrt(rv0[:, None, None] + 1e-5)
+    assert_close(w.grad.numpy(), xhat.sum(axis=(0, 2, 3)), 1e-12, "dweight")

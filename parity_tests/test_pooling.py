@@ -295,3 +295,31 @@ def test_pooling_float32_stays_float32(device):
 def test_pooling_errors(fn, shape, kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
         fn(mc.zeros(*shape), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "shape,kwargs",
+    [
+        ((5, 2, 8, 6), dict(kernel_size=2)),  # tiles covering the input: dx is not zero-filled
+        ((5, 2, 9, 7), dict(kernel_size=2)),  # tiles with a cropped remainder
+        ((5, 2, 8, 6), dict(kernel_size=3, stride=2, padding=1)),  # overlapping windows
+    ],
+)
+def test_max_pool2d_batch_slices(shape, kwargs, device, monkeypatch):
+    """Both passes run over slices of the batch (one sample per slice here), and only a slice
+    whose maximum has a NaN is re-scanned with the NaN rule: NaN and -inf in some samples only."""
+    import minicnn.ops.normalization as bn_mod
+
+    monkeypatch.setattr(bn_mod, "SLICE_BYTES", 1)
+    rng = rng_for("max-pool-slices", shape, repr(kwargs))
+    x = rng.integers(-2, 3, size=shape).astype(np.float64)  # ties
+    x[1][rng.random(shape[1:]) < 0.2] = np.nan
+    x[3, :, :4, :4] = -np.inf
+    mc_out, th_out = check_parity(
+        lambda a: F.max_pool2d(a, return_indices=True, **kwargs),
+        lambda a: TF.max_pool2d(a, return_indices=True, **kwargs),
+        [x],
+        rtol=0.0 if kwargs.get("stride") is None else 1e-13,
+        device=device,
+    )
+    np.testing.assert_array_equal(mc_out[1], th_out[1])

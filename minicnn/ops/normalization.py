@@ -2,8 +2,25 @@
 
 Layout: the channel axis is axis 1, so the input is (N, C), (N, C, L) or (N, C, H, W). Every
 statistic is per channel, over the other axes. Internally the input is viewed (no copy) as
-(N, C, M) with M = L, H*W or 1, and per-channel sums are ``einsum("ncm->c")`` reductions,
-which are measurably faster than ``sum(axis=(0, 2))`` on NumPy and stay in the input's dtype.
+(N, C, M) with M = L, H*W or 1.
+
+Speed on the CPU (NumPy, float32). The op is memory-bound, so the aim is few passes over
+activation-sized arrays and few such arrays; numbers are for 64x32x28x28 on 2 cores:
+
+* per-channel sums are a BLAS matrix-vector product ``x.reshape(N*C, M) @ ones(M)`` and a sum
+  over N: ~0.15 ms against ~0.3 ms for ``einsum("ncm->c")`` and ~0.45 ms for ``sum(axis=(0, 2))``;
+* per-channel constants are first repeated into a (C, M) "plane" (``_planes``), so an
+  element-wise pass is ``x * plane`` whose inner loop runs over C*M contiguous elements.
+  Broadcasting a (C, 1) column instead restarts NumPy's inner loop every M elements: ~1.6x
+  slower per pass (1.0 vs 0.65 ms), more for small images (M = 256: 1.4 vs 0.85 ms);
+* x - mean is never kept between forward and backward: the forward's output is
+  ``x * scale + shift`` (PyTorch's CPU kernel does the same), the variance's deviations are
+  formed slice by slice in a small buffer (``_centered_dot``), and backward forms them again
+  straight into dx's memory while it accumulates sum(g * (x - mean)). The only activation-sized
+  arrays are the output and dx: less memory and, inside a training step, fewer fresh arrays
+  (each one costs a page fault per 4 KiB on its first write);
+* backward's element-wise passes run over slices of the batch of ~512 KB (``batch_slices``),
+  so passes 2-4 find the slice in the L2 cache (four passes over 64x32x28x28: 1.6 -> 1.2 ms).
 
 The derivation of the backward formula is in docs/backprop/batchnorm.md.
 """
@@ -12,13 +29,18 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from minicnn.autograd import Function
 from minicnn.backend import get_array_module
 
+SLICE_BYTES = 512 * 1024  # see batch_slices: three such slices fit a core's 2 MB L2 cache
+
 
 def _channel_sum(a3, xp):
-    """Per-channel sum of an (N, C, M) array -> (C,)."""
-    return xp.einsum("ncm->c", a3)
+    """Per-channel sum of an (N, C, M) array -> (C,): a BLAS matrix-vector product, then N adds."""
+    n, c, m = a3.shape
+    return (a3.reshape(n * c, m) @ xp.ones(m, dtype=a3.dtype)).reshape(n, c).sum(0)
 
 
 def _channel_dot(a3, b3, xp):
@@ -26,12 +48,49 @@ def _channel_dot(a3, b3, xp):
     return xp.einsum("ncm,ncm->c", a3, b3)
 
 
+def _centered_dot(x3, mean, a3, xp, out=None):
+    """Per-channel sum of (x3 - mean) * a3 -> (C,); a3=None: sum of (x3 - mean)**2.
+
+    x3 - mean is formed one batch slice at a time and consumed while it is in the cache: in a
+    small reused buffer, or in ``out`` (an array shaped like x3) when the caller wants to keep
+    it. Never as a separate activation-sized temporary."""
+    (mean_p,) = _planes(x3.shape[2], mean)
+    total, buf = xp.zeros(x3.shape[1], dtype=x3.dtype), None
+    for s in batch_slices(x3, xp):
+        xs = x3[s]
+        if out is not None:
+            xc = xp.subtract(xs, mean_p, out=out[s])
+        else:
+            buf = xp.empty_like(xs) if buf is None else buf
+            xc = xp.subtract(xs, mean_p, out=buf[: xs.shape[0]])
+        total += _channel_dot(xc, xc if a3 is None else a3[s], xp)
+    return total
+
+
+def _planes(m, *vectors):
+    """One (C, M) plane per per-channel vector, the vector repeated along M (see the module doc)."""
+    xp = get_array_module(vectors[0])
+    planes = xp.empty((len(vectors), vectors[0].shape[0], m), dtype=vectors[0].dtype)
+    for plane, v in zip(planes, vectors):
+        plane[...] = v[:, None]
+    return planes
+
+
+def batch_slices(a, xp):
+    """Slices of the batch axis (axis 0) of ``a`` of about SLICE_BYTES each, so that several
+    passes over one slice find it in the CPU cache (also used by pooling). On the GPU: the
+    whole batch, one slice (one kernel per pass)."""
+    n = a.shape[0]
+    step = n if xp is not np else max(1, SLICE_BYTES * n // max(1, a.nbytes))
+    return [slice(i, i + step) for i in range(0, n, step)]
+
+
 class BatchNorm(Function):
     """out = gamma * xhat + beta,  xhat = (x - mu) * invstd,  invstd = 1 / sqrt(var + eps), per channel.
 
     Training (mu, var = batch mean and biased variance over the m = N*H*W values of a channel):
         dbeta = sum(g),  dgamma = sum(g * xhat),
-        dx = (gamma * invstd / m) * (m * g - sum(g) - xhat * sum(g * xhat))   (one fused formula).
+        dx = gamma * invstd * (g - sum(g) / m - xhat * sum(g * xhat) / m)   (one fused formula).
     Eval (mu, var = running statistics, constants):  dx = g * gamma * invstd.
     """
 
@@ -46,9 +105,9 @@ class BatchNorm(Function):
         need_x, need_w, need_b = self.needs_input_grad
 
         if training:
+            # Two-pass variance (mean of squared deviations): accurate in float32.
             mean = _channel_sum(x3, xp) / m
-            xc = x3 - mean[:, None]
-            var = _channel_dot(xc, xc, xp) / m
+            var = _centered_dot(x3, mean, None, xp) / m
             if running_mean is not None:
                 running_mean *= 1.0 - momentum
                 running_mean += (momentum * mean).astype(running_mean.dtype, copy=False)
@@ -57,23 +116,23 @@ class BatchNorm(Function):
                 running_var *= 1.0 - momentum
                 running_var += (momentum * unbiased).astype(running_var.dtype, copy=False)
         else:
-            mean = running_mean.astype(x.dtype, copy=False)
+            mean = running_mean.astype(x.dtype)  # a copy: backward needs it as it is now
             var = running_var.astype(x.dtype, copy=False)
-            xc = x3 - mean[:, None] if need_w else None
 
+        # out = x * scale + shift with per-channel scale = gamma * invstd and
+        # shift = beta - mean * scale: one pass to the output and one in place (PyTorch's CPU
+        # kernel uses the same form). Backward recomputes x - mean from x (kept by reference)
+        # rather than keeping an activation-sized x - mean array alive in between.
         invstd = 1.0 / xp.sqrt(var + eps)
         scale = invstd if weight is None else invstd * weight
-        if training:
-            out = xc * scale[:, None]
-            if bias is not None:
-                out += bias[:, None]
-        else:
-            shift = -mean * scale if bias is None else bias - mean * scale
-            out = x3 * scale[:, None]
-            out += shift[:, None]
+        shift = -mean * scale if bias is None else bias - mean * scale
+        scale_p, shift_p = _planes(x3.shape[2], scale, shift)
+        out = x3 * scale_p
+        out += shift_p
 
         self.invstd, self.weight = invstd, weight
-        self.xc = xc if (need_w or (training and need_x)) else None
+        if need_w or (training and need_x):
+            self.x3, self.mean = x3, mean
         return out.reshape(x.shape)
 
     def backward(self, g):
@@ -85,18 +144,26 @@ class BatchNorm(Function):
         k = invstd if self.weight is None else invstd * self.weight  # d out / d x in eval mode
 
         sum_g = _channel_sum(g3, xp) if (need_b or (self.training and need_x)) else None
-        sum_g_xc = _channel_dot(g3, self.xc, xp) if (need_w or (self.training and need_x)) else None
+        # In training, dx's memory first receives xc = x - mean (slice by slice, while
+        # sum(g * xc) is accumulated), and the element-wise passes below then work in place.
+        dx = xp.empty_like(g3) if (need_x and self.training) else None
+        need_dot = need_w or (self.training and need_x)
+        sum_g_xc = _centered_dot(self.x3, self.mean, g3, xp, out=dx) if need_dot else None
 
-        dx = None
         if need_x:
-            dx = g3 * k[:, None]
             if self.training:
-                # xhat * sum(g * xhat) = xc * invstd**2 * sum(g * xc)
-                c_xc = k * invstd * invstd * sum_g_xc / m
-                c_0 = k * sum_g / m
-                corr = self.xc * c_xc[:, None]
-                corr += c_0[:, None]
-                dx -= corr
+                # dx = k * (g - mean_g - xc * c2), as xhat * sum(g * xhat) / m = xc * c2 with
+                # c2 = invstd**2 * sum(g * xc) / m. Four in-place passes over each batch slice
+                # while it is in the cache.
+                c2_p, mean_g_p, k_p = _planes(g3.shape[2], invstd * invstd * sum_g_xc / m, sum_g / m, k)
+                for s in batch_slices(g3, xp):
+                    d = dx[s]
+                    d *= c2_p
+                    xp.subtract(g3[s], d, out=d)
+                    d -= mean_g_p
+                    d *= k_p
+            else:
+                dx = g3 * _planes(g3.shape[2], k)[0]
             dx = dx.reshape(self.shape)
         dweight = sum_g_xc * invstd if need_w else None
         dbias = sum_g if need_b else None

@@ -12,8 +12,13 @@ over the KH*KW kernel offsets only, never over pixels:
   receive a contribution from each window they belong to).
 
 Fast path: non-overlapping windows (kernel == stride, no padding, no dilation) tile the input,
-so ``x.reshape(N, C, OH, k, OW, k)`` exposes each window as two axes; backward then writes the
-input gradient in one pass, without zero-filling and slice-adds.
+so every input pixel lies in at most one window: max-pool backward *writes* each of the KH*KW
+strided slices once (no slice-adds), and skips the zero-fill when the windows cover the input.
+
+Speed on the CPU: max pooling's KH*KW passes run over one slice of the batch at a time
+(``batch_slices``, about 512 KB of input), so the slice stays in the L2 cache from one kernel
+offset to the next instead of being re-read from memory KH*KW times. NumPy's strided loops are
+slow per element, so the saving is large (measured in the comments of ``MaxPool2d``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 from minicnn.autograd import Function
 from minicnn.backend import get_array_module
 from minicnn.ops.conv import _pair
+from minicnn.ops.normalization import batch_slices
 
 
 def _pool_out_size(op, size, k, s, p, d, ceil_mode):
@@ -129,31 +135,47 @@ class MaxPool2d(Function):
         n_off = g.kernel[0] * g.kernel[1]
         idx_dtype = np.uint8 if n_off <= 255 else np.int32
         xpad = g.pad(x, -np.inf)
-        # PyTorch scans each window in row-major order starting from -inf at the window's first
-        # pixel inside the input, and replaces the running max when val > max or val is NaN.
-        # Starting at that first pixel matters only for windows whose values are all -inf.
-        best = xp.full((g.N, g.C, g.OH, g.OW), -np.inf, dtype=x.dtype)
+        best = xp.empty((g.N, g.C, g.OH, g.OW), dtype=x.dtype)
         argmax = xp.empty((g.N, g.C, g.OH, g.OW), dtype=idx_dtype)
-        argmax[...] = self._first_inside(g, xp).astype(idx_dtype)
-        # Speed: plain ufuncs with out= buffers, no masked copies. The running max is
-        # np.maximum (which propagates NaN as PyTorch's max does). Offsets are visited in
-        # increasing order, so the arg-max is the largest offset at which the value was taken:
-        # argmax = max(argmax, off * taken). NaN checks are skipped when the input has none.
-        has_nan = bool(xp.isnan(x).any())
-        taken = xp.empty(best.shape, dtype=bool)
-        hit = xp.empty(best.shape, dtype=idx_dtype)
-        for off, rows, cols in g.offsets():
-            v = xpad[:, :, rows, cols]
-            xp.greater(v, best, out=taken)
-            if has_nan:
-                taken |= xp.isnan(v)
-            xp.maximum(best, v, out=best)
-            xp.multiply(taken, idx_dtype(off), out=hit)
-            xp.maximum(argmax, hit, out=argmax)
+        first = self._first_inside(g, xp).astype(idx_dtype)
+        # Speed: the KH*KW passes run over one slice of the batch at a time, which stays in the
+        # cache between passes (whole batch vs slices, same process: 4.7 -> 3.9 ms on
+        # 64x32x28x28, 11.4 -> 7.4 ms on 128x32x32x32). NaN is rare, so the scan first ignores
+        # it: np.maximum still propagates NaN into the max, and only a slice whose max has a
+        # NaN is scanned again with the NaN rule for the arg-max. This replaces an isnan(x)
+        # pass over the whole input (~0.5 ms on 64x32x28x28) by one over the 4x smaller output.
+        for s in batch_slices(xpad, xp):
+            self._scan(g, xp, xpad[s], best[s], argmax[s], first, nan=False)
+            if bool(xp.isnan(best[s]).any()):
+                self._scan(g, xp, xpad[s], best[s], argmax[s], first, nan=True)
         self.argmax, self.g, self.dtype = argmax, g, x.dtype
         if indices_out is not None:
             indices_out.append(self._flat_indices(argmax, g, xp))
         return best
+
+    @staticmethod
+    def _scan(g, xp, xpad, best, argmax, first, nan):
+        """Running max and arg-max of the windows of ``xpad`` (one batch slice) into best, argmax.
+
+        PyTorch scans each window in row-major order starting from -inf at the window's first
+        pixel inside the input (``first``), and replaces the running max when val > max or val
+        is NaN. Starting there matters only for windows whose values are all -inf. Plain ufuncs
+        with out= buffers: the running max is np.maximum (NaN-propagating, like PyTorch's max);
+        offsets are visited in increasing order, so the arg-max is the largest offset at which
+        the value was taken: argmax = max(argmax, off * taken).
+        """
+        views = [xpad[:, :, rows, cols] for _, rows, cols in g.offsets()]
+        best[...] = views[0]  # max(-inf, v) = v, and off * taken = 0 cannot raise argmax
+        argmax[...] = first
+        taken = xp.empty(best.shape, dtype=bool)
+        hit = xp.empty(best.shape, dtype=argmax.dtype)
+        for off, v in enumerate(views[1:], start=1):
+            xp.greater(v, best, out=taken)
+            if nan:
+                taken |= xp.isnan(v)
+            xp.maximum(best, v, out=best)
+            xp.multiply(taken, argmax.dtype.type(off), out=hit)
+            xp.maximum(argmax, hit, out=argmax)
 
     @staticmethod
     def _first_inside(g, xp):
@@ -179,13 +201,23 @@ class MaxPool2d(Function):
         if g.tiles:
             # Each input pixel lies in at most one window: for each kernel offset, write
             # g * (argmax == offset) straight into the strided view of dx that offset reads.
-            dx = xp.zeros((g.N, g.C, g.H, g.W), dtype=grad_output.dtype)
-            for off, rows, cols in g.offsets():
-                xp.multiply(grad_output, argmax == off, out=dx[:, :, rows, cols])
+            # When the windows cover the input exactly, these writes fill all of dx (no
+            # zero-fill, ~0.3 ms on 64x32x28x28). One batch slice at a time, so the KH*KW
+            # strided writes into the same cache lines hit the cache (whole batch vs slices:
+            # 2.3 -> 1.8 ms on 64x32x28x28, 6.1 -> 4.9 ms on 128x32x32x32). The strided writes
+            # themselves (NumPy does not vectorise them) are most of what is left.
+            covered = g.OH * g.kernel[0] == g.H and g.OW * g.kernel[1] == g.W
+            dx = (xp.empty if covered else xp.zeros)((g.N, g.C, g.H, g.W), dtype=grad_output.dtype)
+            for s in batch_slices(dx, xp):
+                dxs, gs, am = dx[s], grad_output[s], argmax[s]
+                for off, rows, cols in g.offsets():
+                    xp.multiply(gs, am == off, out=dxs[:, :, rows, cols])
             return dx
         dxpad = xp.zeros((g.N, g.C, g.Hp, g.Wp), dtype=grad_output.dtype)
-        for off, rows, cols in g.offsets():
-            dxpad[:, :, rows, cols] += grad_output * (argmax == off)
+        for s in batch_slices(dxpad, xp):
+            dxs, gs, am = dxpad[s], grad_output[s], argmax[s]
+            for off, rows, cols in g.offsets():
+                dxs[:, :, rows, cols] += gs * (am == off)
         return g.crop(dxpad)
 
 
