@@ -121,7 +121,7 @@ def test_conv2d_many_chunks(kwargs, device, monkeypatch):
     ],
 )
 def test_conv2d_stride1_row_layout(xs, ws, kwargs, device, monkeypatch):
-    """Stride 1 uses the row layout on NumPy (_Im2ColRows); several chunks, vs PyTorch."""
+    """A stride-1 backward uses the row layout on NumPy (_Im2ColRows); several chunks, vs PyTorch."""
     monkeypatch.setattr(conv_mod, "_CHUNK_BYTES", 1)  # one sample per chunk
     rng = rng_for("conv2d-rows", xs, ws, repr(kwargs))
     inputs = [rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])]
@@ -145,7 +145,9 @@ def test_conv2d_non_finite_values_spread_like_torch(where, value, padding, devic
     else:
         w[1, 0, 2, 2] = value
     check_parity(
-        lambda *a: F.conv2d(*a, padding=padding), lambda *a: TF.conv2d(*a, padding=padding), [x, w],
+        lambda *a: F.conv2d(*a, padding=padding),
+        lambda *a: TF.conv2d(*a, padding=padding),
+        [x, w],
         device=device,
     )
 
