@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 import threading
 
+import numpy as np
+
 MAX_BYTES = 256 << 20
 
 _local = threading.local()
@@ -41,7 +43,7 @@ def scratch(xp, key, shape, dtype, zero=False):
     full_key = (xp.__name__, key, tuple(shape), str(dtype))
     buf = c.buffers.get(full_key)
     if buf is None:
-        nbytes = math.prod(shape) * xp.dtype(dtype).itemsize
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         if c.nbytes + nbytes > MAX_BYTES:
             clear()
         buf = xp.zeros(shape, dtype=dtype) if zero else xp.empty(shape, dtype=dtype)
