@@ -131,15 +131,15 @@ def test_conv2d_stride1_row_layout(xs, ws, kwargs, device, monkeypatch):
 @pytest.mark.parametrize(
     "xs, ws, kwargs, bias",
     [
-        ((3, 32, 6, 5), (4, 32, 3, 3), dict(padding=1), True),  # the models' case
-        ((2, 33, 7, 6), (3, 33, 2, 3), dict(stride=(2, 1), padding=(1, 0)), False),
-        ((2, 32, 9, 8), (2, 32, 3, 2), dict(dilation=(2, 3), padding="same"), True),
-        ((2, 40, 5, 5), (3, 40, 5, 5), dict(padding="valid"), True),  # one output pixel
+        ((3, 64, 6, 5), (4, 64, 3, 3), dict(padding=1), True),  # the models' case
+        ((2, 65, 7, 6), (3, 65, 2, 3), dict(stride=(2, 1), padding=(1, 0)), False),
+        ((2, 64, 9, 8), (2, 64, 3, 2), dict(dilation=(2, 3), padding="same"), True),
+        ((2, 70, 5, 5), (3, 70, 5, 5), dict(padding="valid"), True),  # one output pixel
     ],
 )
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_conv2d_channels_last_forward(xs, ws, kwargs, bias, dtype, device, monkeypatch):
-    """32+ input channels, no groups: the forward pass uses the channels-last patches layout on
+    """64+ input channels, no groups: the forward pass uses the channels-last patches layout on
     NumPy (_Patches); several chunks, vs PyTorch."""
     monkeypatch.setattr(conv_mod, "_CHUNK_BYTES", 1)  # one sample per chunk
     rng = rng_for("conv2d-patches", xs, ws, repr(kwargs))

@@ -349,8 +349,9 @@ class _Patches:
     values (96 for CIFAR's conv2) instead of C*KH*KW*m*OH runs of OW values (16) in the compact
     layout. The price is one transposed copy of the input into the channels-last buffer.
     Measured against the compact layout (forward, quiet 2-core CPU): CIFAR's conv3
-    (128x64x8x8 -> 128) 12.1 -> 9.8 ms, conv2 (128x32x16x16 -> 64) 19.3 -> 18.3 ms, MNIST's
-    conv2 even; slower with 8 or 16 channels (short runs again), hence ``_use_patches``.
+    (128x64x8x8 -> 128) 12.1 -> 9.8 ms; with 32 channels only 0-5 % (CIFAR's and MNIST's conv2),
+    and slower with 8 or 16 (short runs again), hence ``_use_patches``. (The summation order
+    differs from the compact layout's, which in float32 changes the last bits.)
     """
 
     def __init__(self, x, g, n):
@@ -400,9 +401,9 @@ class _Patches:
 
 # ============================================================================ the op
 def _use_patches(g, xp):
-    """The forward layout: _Patches for ungrouped convolutions with at least 32 input channels
-    on NumPy (where it measured faster), the compact _Im2Col otherwise."""
-    return xp is np and g.groups == 1 and g.C >= 32
+    """The forward layout: _Patches for ungrouped convolutions with at least 64 input channels
+    on NumPy (where it measured clearly faster), the compact _Im2Col otherwise."""
+    return xp is np and g.groups == 1 and g.C >= 64
 
 
 def _backward_layout(g, xp, need_x):
