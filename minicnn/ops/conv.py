@@ -21,10 +21,15 @@ page faults, per call), the data stays in the cache between the im2col copy and 
 are few BLAS calls. Backward rebuilds ``cols`` chunk by chunk instead of keeping a matrix KH*KW
 times the input's size alive between the passes. On a GPU (CuPy) the whole batch is one chunk.
 
-Two column layouts share this code: ``_Im2Col`` (above, any stride) and, for the backward pass
-of a stride-1 convolution on NumPy, ``_Im2ColRows``, whose columns run over whole padded input
-rows so that im2col and col2im move long contiguous runs instead of OW-long pieces (see its
-docstring and ``_backward_layout``).
+Three layouts share this code, all measured (docs/performance.md), chosen per call:
+
+* ``_Im2Col``, the compact layout above: any stride, dilation and groups; the only one on CuPy;
+* ``_Im2ColRows`` for the backward pass of a stride-1 convolution on NumPy: its columns run over
+  whole padded input rows, so im2col and col2im move long contiguous runs instead of OW-long
+  pieces (``_backward_layout``);
+* ``_Patches`` for the forward pass of an ungrouped convolution with 64+ input channels on NumPy:
+  a channels-last copy of the input, then one row of KH*KW*C values per output pixel, copied in
+  runs of KW*C values (``_use_patches``).
 """
 
 from __future__ import annotations
