@@ -52,6 +52,11 @@ def random_config(seed):
     return (n, cin, h, w), (cout, cin // groups, kh, kw), bool(rng.integers(0, 2)), kwargs
 
 
+def check_conv(inputs, kwargs, **options):
+    """check_parity of conv2d(*inputs, **kwargs) against PyTorch's (options: dtype, device, grad)."""
+    check_parity(lambda *a: F.conv2d(*a, **kwargs), lambda *a: TF.conv2d(*a, **kwargs), inputs, **options)
+
+
 def _inputs(seed, xs, ws, bias):
     rng = rng_for("conv2d-inputs", seed)
     arrays = [rng.standard_normal(xs), rng.standard_normal(ws)]
@@ -63,13 +68,7 @@ def _inputs(seed, xs, ws, bias):
 def test_conv2d_random_configs_match_torch(seed, dtype, device):
     xs, ws, bias, kwargs = random_config(seed)
     inputs = _inputs(seed, xs, ws, bias)
-    check_parity(
-        lambda *a: F.conv2d(*a, **kwargs),
-        lambda *a: TF.conv2d(*a, **kwargs),
-        inputs,
-        dtype=dtype,
-        device=device,
-    )
+    check_conv(inputs, kwargs, dtype=dtype, device=device)
 
 
 @pytest.mark.parametrize(
@@ -90,13 +89,7 @@ def test_conv2d_random_configs_match_torch(seed, dtype, device):
 def test_conv2d_edge_configs(xs, ws, kwargs, dtype, device):
     rng = rng_for("conv2d-edge", xs, ws, repr(kwargs))
     inputs = [rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])]
-    check_parity(
-        lambda *a: F.conv2d(*a, **kwargs),
-        lambda *a: TF.conv2d(*a, **kwargs),
-        inputs,
-        dtype=dtype,
-        device=device,
-    )
+    check_conv(inputs, kwargs, dtype=dtype, device=device)
 
 
 @pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, padding=2, dilation=2), dict(groups=3)])
@@ -106,7 +99,7 @@ def test_conv2d_many_chunks(kwargs, device, monkeypatch):
     monkeypatch.setattr(conv_mod, "_CHUNK_BYTES", 2 * 3 * 9 * 6 * 5 * 8)
     rng = rng_for("conv2d-chunks", repr(kwargs))
     inputs = [rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(6)]
-    check_parity(lambda *a: F.conv2d(*a, **kwargs), lambda *a: TF.conv2d(*a, **kwargs), inputs, device=device)
+    check_conv(inputs, kwargs, device=device)
 
 
 @pytest.mark.parametrize(
@@ -125,7 +118,7 @@ def test_conv2d_stride1_row_layout(xs, ws, kwargs, device, monkeypatch):
     monkeypatch.setattr(conv_mod, "_CHUNK_BYTES", 1)  # one sample per chunk
     rng = rng_for("conv2d-rows", xs, ws, repr(kwargs))
     inputs = [rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])]
-    check_parity(lambda *a: F.conv2d(*a, **kwargs), lambda *a: TF.conv2d(*a, **kwargs), inputs, device=device)
+    check_conv(inputs, kwargs, device=device)
 
 
 @pytest.mark.parametrize(
@@ -146,13 +139,7 @@ def test_conv2d_channels_last_forward(xs, ws, kwargs, bias, dtype, device, monke
     inputs = [rng.standard_normal(xs), rng.standard_normal(ws)] + (
         [rng.standard_normal(ws[0])] if bias else []
     )
-    check_parity(
-        lambda *a: F.conv2d(*a, **kwargs),
-        lambda *a: TF.conv2d(*a, **kwargs),
-        inputs,
-        dtype=dtype,
-        device=device,
-    )
+    check_conv(inputs, kwargs, dtype=dtype, device=device)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # inf - inf, 0 * inf: expected here
@@ -171,34 +158,21 @@ def test_conv2d_non_finite_values_spread_like_torch(where, value, padding, devic
         x[0, 1, 3, 0] = value
     else:
         w[1, 0, 2, 2] = value
-    check_parity(
-        lambda *a: F.conv2d(*a, padding=padding),
-        lambda *a: TF.conv2d(*a, padding=padding),
-        [x, w],
-        device=device,
-    )
+    check_conv([x, w], dict(padding=padding), device=device)
 
 
 @pytest.mark.parametrize("grad", [[False, True, True], [True, False, False], [True, True, False]])
 def test_conv2d_only_some_inputs_need_grad(grad, device):
     rng = rng_for("conv2d-partial", grad)
     inputs = [rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)]
-    check_parity(
-        lambda *a: F.conv2d(*a, padding=1),
-        lambda *a: TF.conv2d(*a, padding=1),
-        inputs,
-        grad=grad,
-        device=device,
-    )
+    check_conv(inputs, dict(padding=1), grad=grad, device=device)
 
 
 def test_conv2d_noncontiguous_input(device):
     rng = rng_for("conv2d-noncontig")
     x = rng.standard_normal((5, 2, 3, 6)).transpose(1, 3, 0, 2)  # (2, 6, 5, 3) strided view
     inputs = [x, rng.standard_normal((4, 6, 2, 2))]
-    check_parity(
-        lambda *a: F.conv2d(*a, stride=(2, 1)), lambda *a: TF.conv2d(*a, stride=(2, 1)), inputs, device=device
-    )
+    check_conv(inputs, dict(stride=(2, 1)), device=device)
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -35,18 +35,24 @@ def random_pool_config(seed, with_dilation=True):
 
 
 # ---------------------------------------------------------------------------- max pooling
+def check_max_pool(x, kwargs, **options):
+    """check_parity of max_pool2d(x, return_indices=True, **kwargs) against PyTorch's: values,
+    gradient, and the indices exactly (options: dtype, device, rtol)."""
+    mc_out, th_out = check_parity(
+        lambda a: F.max_pool2d(a, return_indices=True, **kwargs),
+        lambda a: TF.max_pool2d(a, return_indices=True, **kwargs),
+        [x],
+        **options,
+    )
+    np.testing.assert_array_equal(mc_out[1], th_out[1])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("seed", range(24))
 def test_max_pool2d_random_configs(seed, dtype, device):
     shape, kwargs = random_pool_config(seed)
     x = rng_for("max-pool-x", seed).standard_normal(shape)
-    check_parity(
-        lambda a: F.max_pool2d(a, return_indices=True, **kwargs),
-        lambda a: TF.max_pool2d(a, return_indices=True, **kwargs),
-        [x],
-        dtype=dtype,
-        device=device,
-    )
+    check_max_pool(x, kwargs, dtype=dtype, device=device)
 
 
 @pytest.mark.parametrize(
@@ -69,16 +75,9 @@ def test_max_pool2d_ties_match_torch_exactly(kwargs, values, device):
         x = rng.integers(-2, 3, size=(2, 3, 9, 7)).astype(np.float64)
     else:
         x = np.full((2, 3, 9, 7), 1.5)
-    mc_out, th_out = check_parity(
-        lambda a: F.max_pool2d(a, return_indices=True, **kwargs),
-        lambda a: TF.max_pool2d(a, return_indices=True, **kwargs),
-        [x],
-        # A gradient routed to the wrong tied pixel would be off by a whole g; overlapping windows
-        # may sum their shares in another order than PyTorch (last bit), hence not exactly 0.
-        rtol=0.0 if kwargs.get("stride") is None else 1e-13,
-        device=device,
-    )
-    np.testing.assert_array_equal(mc_out[1], th_out[1])
+    # A gradient routed to the wrong tied pixel would be off by a whole g; overlapping windows
+    # may sum their shares in another order than PyTorch (last bit), hence not exactly 0.
+    check_max_pool(x, kwargs, rtol=0.0 if kwargs.get("stride") is None else 1e-13, device=device)
 
 
 @pytest.mark.parametrize("kwargs", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1)])
@@ -90,14 +89,7 @@ def test_max_pool2d_nan_and_inf(kwargs, device):
     x[rng.random(x.shape) < 0.15] = np.nan
     x[:, :, :3, :3] = -np.inf
     x[0, 0, 4:6, 2:4] = [[1.0, np.nan], [np.nan, 2.0]]
-    mc_out, th_out = check_parity(
-        lambda a: F.max_pool2d(a, return_indices=True, **kwargs),
-        lambda a: TF.max_pool2d(a, return_indices=True, **kwargs),
-        [x],
-        rtol=0.0,
-        device=device,
-    )
-    np.testing.assert_array_equal(mc_out[1], th_out[1])
+    check_max_pool(x, kwargs, rtol=0.0, device=device)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -315,11 +307,4 @@ def test_max_pool2d_batch_slices(shape, kwargs, device, monkeypatch):
     x = rng.integers(-2, 3, size=shape).astype(np.float64)  # ties
     x[1][rng.random(shape[1:]) < 0.2] = np.nan
     x[3, :, :4, :4] = -np.inf
-    mc_out, th_out = check_parity(
-        lambda a: F.max_pool2d(a, return_indices=True, **kwargs),
-        lambda a: TF.max_pool2d(a, return_indices=True, **kwargs),
-        [x],
-        rtol=0.0 if kwargs.get("stride") is None else 1e-13,
-        device=device,
-    )
-    np.testing.assert_array_equal(mc_out[1], th_out[1])
+    check_max_pool(x, kwargs, rtol=0.0 if kwargs.get("stride") is None else 1e-13, device=device)
