@@ -37,7 +37,17 @@ def main(argv=None):
     )
     device = pick_device(args.device)
     mc.manual_seed(args.seed)
+    train_set, test_set, train_loader, test_loader = cifar10_data(args, device, test_batch_size=500)
+    model = cifar_cnn().to(device)
+    print(model)
+    history = fit_one_cycle(model, args, train_loader, test_loader)
+    return write_report(model, history, test_set, test_loader, args.out, "CIFAR-10 CNN")
 
+
+def cifar10_data(args, device, test_batch_size):
+    """The CIFAR-10 sets and loaders (also used by cifar10_resnet.py): training batches are
+    augmented on the device (random crop 32 with 4 pixels of padding, horizontal flip) and
+    normalised, test batches only normalised. Saves a grid of training samples."""
     train_set = limit(CIFAR10(args.data_dir, train=True, download=True), args.limit_train)
     test_set = limit(CIFAR10(args.data_dir, train=False, download=True), args.limit_test)
     print(f"train: {train_set}\ntest:  {test_set}\ndevice: {device}")
@@ -47,17 +57,19 @@ def main(argv=None):
     augment = Compose([RandomCrop(32, padding=4), RandomHorizontalFlip(), normalize])
     train_loader = DataLoader(train_set, args.batch_size, shuffle=True, drop_last=True, device=device,
                               transform=augment, seed=args.seed)  # fmt: skip
-    test_loader = DataLoader(test_set, 500, device=device, transform=normalize)
+    test_loader = DataLoader(test_set, test_batch_size, device=device, transform=normalize)
+    return train_set, test_set, train_loader, test_loader
 
-    model = cifar_cnn().to(device)
-    print(model)
+
+def fit_one_cycle(model, args, train_loader, test_loader):
+    """SGD with Nesterov momentum 0.9 and weight decay 5e-4, OneCycleLR up to ``args.lr`` stepped
+    after every batch (also used by cifar10_resnet.py). Returns fit's history."""
     optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     scheduler = optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, epochs=args.epochs,
                                               steps_per_epoch=len(train_loader))  # fmt: skip
-    history = fit(model, train_loader, test_loader, optimizer, args.epochs, scheduler=scheduler,
-                  callbacks=epoch_printer(args), checkpoint_dir=args.out, resume=args.resume,
-                  progress=not args.no_progress)  # fmt: skip
-    return write_report(model, history, test_set, test_loader, args.out, "CIFAR-10 CNN")
+    return fit(model, train_loader, test_loader, optimizer, args.epochs, scheduler=scheduler,
+               callbacks=epoch_printer(args), checkpoint_dir=args.out, resume=args.resume,
+               progress=not args.no_progress)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -11,23 +11,11 @@ batches (256) so that the GPU stays busy.
 
 from __future__ import annotations
 
-from common import epoch_printer, limit, parse_args, pick_device, run, write_report
+from cifar10_cnn import cifar10_data, fit_one_cycle
+from common import parse_args, pick_device, run, write_report
 
 import minicnn as mc
-from minicnn import optim
-from minicnn.data import (
-    CIFAR10,
-    Compose,
-    DataLoader,
-    Normalize,
-    RandomCrop,
-    RandomHorizontalFlip,
-    sample_grid,
-)
 from minicnn.models import resnet
-from minicnn.train import fit
-
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
 def main(argv=None):
@@ -35,27 +23,11 @@ def main(argv=None):
                       out="runs/cifar10_resnet", add_arguments=_resnet_arguments)  # fmt: skip
     device = pick_device(args.device)
     mc.manual_seed(args.seed)
-
-    train_set = limit(CIFAR10(args.data_dir, train=True, download=True), args.limit_train)
-    test_set = limit(CIFAR10(args.data_dir, train=False, download=True), args.limit_test)
-    print(f"train: {train_set}\ntest:  {test_set}\ndevice: {device}")
-    sample_grid(train_set, n=25, path=f"{args.out}/samples.png", title="CIFAR-10: training samples")
-
-    normalize = Normalize(CIFAR_MEAN, CIFAR_STD)
-    augment = Compose([RandomCrop(32, padding=4), RandomHorizontalFlip(), normalize])
-    train_loader = DataLoader(train_set, args.batch_size, shuffle=True, drop_last=True, device=device,
-                              transform=augment, seed=args.seed)  # fmt: skip
-    test_loader = DataLoader(test_set, 1000, device=device, transform=normalize)
-
+    train_set, test_set, train_loader, test_loader = cifar10_data(args, device, test_batch_size=1000)
     model = resnet(args.depth, width=args.width).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"ResNet-{args.depth}, width {args.width}: {n_params:,} parameters")
-    optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    scheduler = optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, epochs=args.epochs,
-                                              steps_per_epoch=len(train_loader))  # fmt: skip
-    history = fit(model, train_loader, test_loader, optimizer, args.epochs, scheduler=scheduler,
-                  callbacks=epoch_printer(args), checkpoint_dir=args.out, resume=args.resume,
-                  progress=not args.no_progress)  # fmt: skip
+    history = fit_one_cycle(model, args, train_loader, test_loader)
     return write_report(model, history, test_set, test_loader, args.out, f"CIFAR-10 ResNet-{args.depth}")
 
 
