@@ -54,9 +54,10 @@ def _grad_scale(g, reduction, denom, xp):
         return xp.expand_dims(g, 1)
     if reduction == "sum":
         return g
-    if not denom:  # every sample ignored (or zero weight): no sample contributes, the gradient is 0
-        return g * 0
-    return g / denom
+    # Every sample ignored (or of zero weight): no sample contributes, the gradient is 0. Written
+    # without an `if` on denom, which on a GPU would wait for the device (a host round trip).
+    nonzero = denom != 0
+    return g / xp.where(nonzero, denom, 1) * nonzero
 
 
 class CrossEntropy(Function):
