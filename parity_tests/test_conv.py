@@ -102,6 +102,37 @@ def test_conv2d_many_chunks(kwargs, device, monkeypatch):
     check_conv(inputs, kwargs, device=device)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", range(8))
+def test_conv2d_random_configs_many_channels(seed, dtype, device, monkeypatch):
+    """Random configurations with 32-70 input channels, where the layouts of the CPU fast paths
+    (_Patches from 64 ungrouped channels, _Im2ColRows for stride 1) take over; small chunks."""
+    rng = rng_for("conv2d-many-channels", seed)
+    groups = int(rng.choice([1, 1, 2]))
+    cin = int(rng.choice([32, 64, 66, 70]))
+    cout = groups * int(rng.integers(1, 4))
+    kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    dil = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    stride = (1, 1) if rng.random() < 0.6 else (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    padding = (
+        "same"
+        if stride == (1, 1) and rng.random() < 0.3
+        else (int(rng.integers(0, 2)), int(rng.integers(0, 2)))
+    )
+    xs = (
+        int(rng.integers(1, 4)),
+        cin,
+        dil[0] * (kh - 1) + int(rng.integers(1, 5)),
+        dil[1] * (kw - 1) + int(rng.integers(1, 5)),
+    )
+    ws = (cout, cin // groups, kh, kw)
+    monkeypatch.setattr(conv_mod, "_CHUNK_BYTES", int(rng.choice([1, 8 << 20])))
+    inputs = [rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(cout)]
+    check_conv(
+        inputs, dict(stride=stride, padding=padding, dilation=dil, groups=groups), dtype=dtype, device=device
+    )
+
+
 @pytest.mark.parametrize(
     "xs, ws, kwargs",
     [
