@@ -49,3 +49,115 @@ def test_threads_do_not_share_buffers():
     thread.start()
     thread.join()
     assert theirs[0] is not mine
+
+
+# ---------------------------------------------------------------- the pool of output arrays
+POOLED = (256, 512)  # 512 KiB of float32: above POOL_MIN_BYTES
+
+
+def test_an_idle_output_array_is_handed_out_again():
+    a = workspace.empty(np, POOLED, np.float32)
+    address = a.ctypes.data
+    del a  # nothing refers to it but the pool
+    b = workspace.empty(np, POOLED, np.float32)
+    assert b.ctypes.data == address
+    assert b.shape == POOLED and b.dtype == np.float32
+
+
+def test_an_array_still_seen_through_a_view_is_not_reused():
+    a = workspace.empty(np, POOLED, np.float32)
+    a[...] = 1.0
+    address_a = a.ctypes.data
+    view = a[3:, ::2]  # keeps a alive through view.base
+    del a
+    b = workspace.empty(np, POOLED, np.float32)
+    b[...] = 2.0
+    assert not np.shares_memory(b, view)
+    assert (view == 1.0).all()
+    del view, b  # both idle now: the next call gets the first of them again
+    assert workspace.empty(np, POOLED, np.float32).ctypes.data == address_a
+
+
+def test_small_arrays_other_backends_and_shapes_are_not_mixed_up():
+    small = workspace.empty(np, (4, 4), np.float32)
+    assert small.nbytes < workspace.POOL_MIN_BYTES
+    assert workspace._cache().pool == {}  # small arrays are plain np.empty
+    a = workspace.empty(np, POOLED, np.float32)
+    del a
+    assert workspace.empty(np, POOLED, np.float64).dtype == np.float64
+    assert workspace.empty(np, POOLED[::-1], np.float32).shape == POOLED[::-1]
+
+
+def test_pool_is_bounded(monkeypatch):
+    nbytes = 256 * 512 * 4
+    monkeypatch.setattr(workspace, "POOL_MAX_BYTES", 2 * nbytes)
+    keep = [workspace.empty(np, POOLED, np.float32) for _ in range(3)]  # the third is not pooled
+    assert workspace._cache().pool_bytes == 2 * nbytes
+    del keep
+    other = workspace.empty(np, POOLED[::-1], np.float32)  # over the cap: the idle ones are dropped
+    assert workspace._cache().pool_bytes == nbytes
+    assert other.shape == POOLED[::-1]
+
+
+def test_outputs_of_live_tensors_never_share_memory():
+    import minicnn
+    import minicnn.nn.functional as F
+
+    x = minicnn.randn(8, 32, 32, 32)  # 1 MiB: pooled
+    outs = [F.relu(x * s) for s in (1.0, -1.0, 2.0)]
+    for i, a in enumerate(outs):
+        for b in outs[i + 1 :]:
+            assert not np.shares_memory(a.data, b.data)
+    np.testing.assert_array_equal(outs[0].data, np.maximum(x.data, 0))
+    np.testing.assert_array_equal(outs[1].data, np.maximum(-x.data, 0))
+
+
+def _train_steps(pool_bytes, monkeypatch):
+    """Three SGD steps of the MNIST CNN (a second backward accumulating into .grad each time)."""
+    import minicnn
+    import minicnn.nn.functional as F
+    from minicnn import models, optim
+
+    monkeypatch.setattr(workspace, "POOL_MAX_BYTES", pool_bytes)
+    workspace.clear()
+    minicnn.manual_seed(0)
+    model = models.mnist_cnn()
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    rng = np.random.default_rng(0)
+    x = minicnn.tensor(rng.standard_normal((16, 1, 28, 28)).astype(np.float32))
+    y = minicnn.tensor(rng.integers(0, 10, 16))
+    losses = []
+    for _ in range(3):
+        opt.zero_grad()
+        for half in (slice(0, 8), slice(8, 16)):
+            loss = F.cross_entropy(model(x[half]), y[half])
+            loss.backward()
+            losses.append(float(loss.item()))
+        opt.step()
+    return losses, [p.data.copy() for p in model.parameters()]
+
+
+def test_training_with_the_pool_matches_training_without_it(monkeypatch):
+    losses_pool, params_pool = _train_steps(512 << 20, monkeypatch)
+    assert workspace._cache().pool_bytes > 0  # the pool was used
+    losses_plain, params_plain = _train_steps(0, monkeypatch)
+    assert losses_pool == losses_plain
+    for a, b in zip(params_pool, params_plain):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pools_are_per_thread():
+    a = workspace.empty(np, POOLED, np.float32)
+    del a  # idle in this thread's pool
+    seen = []
+
+    def other_thread():
+        seen.append(len(workspace._cache().pool))  # starts empty: our idle array is not there
+        workspace.empty(np, POOLED, np.float32)
+        seen.append(workspace._cache().pool_bytes)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    assert seen == [0, 256 * 512 * 4]
+    assert len(workspace._cache().pool[(POOLED, np.dtype(np.float32))]) == 1

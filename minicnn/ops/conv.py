@@ -441,7 +441,7 @@ class Conv2d(Function):
                          stride, padding, dilation, groups)  # fmt: skip
         xp = get_array_module(x, weight)
         n = g.chunk_size(xp, x.dtype.itemsize)
-        out = xp.empty((g.N, g.O, g.OH, g.OW), dtype=x.dtype)
+        out = workspace.empty(xp, (g.N, g.O, g.OH, g.OW), x.dtype)
         self.x, self.weight, self.g, self.has_bias = x, weight, g, bias is not None
         if _use_patches(g, xp):
             return _Patches(x, g, n).forward(weight, bias, out)
@@ -483,7 +483,7 @@ class Conv2d(Function):
         n = g.chunk_size(xp, x.dtype.itemsize)
         cols = layout(x, g, n)
         wm = self.weight.reshape(g.groups, g.O // g.groups, g.K)
-        dx = xp.empty(x.shape, dtype=x.dtype) if need_x else None
+        dx = workspace.empty(xp, x.shape, x.dtype) if need_x else None
         dwT = xp.zeros((g.groups, g.K, g.O // g.groups), dtype=x.dtype) if need_w else None
         dwT_chunk = xp.empty_like(dwT) if need_w else None
         for a in range(0, g.N, n):

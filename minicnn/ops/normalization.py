@@ -33,6 +33,7 @@ import numpy as np
 
 from minicnn.autograd import Function
 from minicnn.backend import get_array_module
+from minicnn.ops import workspace
 
 SLICE_BYTES = 512 * 1024  # see batch_slices: three such slices fit a core's 2 MB L2 cache
 
@@ -120,15 +121,16 @@ class BatchNorm(Function):
             var = running_var.astype(x.dtype, copy=False)
 
         # out = x * scale + shift with per-channel scale = gamma * invstd and
-        # shift = beta - mean * scale: one pass to the output and one in place (PyTorch's CPU
-        # kernel uses the same form). Backward recomputes x - mean from x (kept by reference)
-        # rather than keeping an activation-sized x - mean array alive in between.
+        # shift = beta - mean * scale: one pass to the output and one in place, per batch slice
+        # (PyTorch's CPU kernel uses the same form). Backward recomputes x - mean from x (kept
+        # by reference) rather than keeping an activation-sized x - mean array alive in between.
         invstd = 1.0 / xp.sqrt(var + eps)
         scale = invstd if weight is None else invstd * weight
         shift = -mean * scale if bias is None else bias - mean * scale
         scale_p, shift_p = _planes(x3.shape[2], scale, shift)
-        out = x3 * scale_p
-        out += shift_p
+        out = workspace.empty(xp, x3.shape, x3.dtype)
+        for s in batch_slices(x3, xp):  # the in-place add finds the slice in the cache
+            xp.add(xp.multiply(x3[s], scale_p, out=out[s]), shift_p, out=out[s])
 
         self.invstd, self.weight = invstd, weight
         if need_w or (training and need_x):
@@ -146,7 +148,7 @@ class BatchNorm(Function):
         sum_g = _channel_sum(g3, xp) if (need_b or (self.training and need_x)) else None
         # In training, dx's memory first receives xc = x - mean (slice by slice, while
         # sum(g * xc) is accumulated), and the element-wise passes below then work in place.
-        dx = xp.empty_like(g3) if (need_x and self.training) else None
+        dx = workspace.empty(xp, g3.shape, g3.dtype) if (need_x and self.training) else None
         need_dot = need_w or (self.training and need_x)
         sum_g_xc = _centered_dot(self.x3, self.mean, g3, xp, out=dx) if need_dot else None
 
@@ -163,7 +165,7 @@ class BatchNorm(Function):
                     d -= mean_g_p
                     d *= k_p
             else:
-                dx = g3 * _planes(g3.shape[2], k)[0]
+                dx = xp.multiply(g3, _planes(g3.shape[2], k)[0], out=workspace.empty(xp, g3.shape, g3.dtype))
             dx = dx.reshape(self.shape)
         dweight = sum_g_xc * invstd if need_w else None
         dbias = sum_g if need_b else None

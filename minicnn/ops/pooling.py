@@ -27,6 +27,7 @@ import numpy as np
 
 from minicnn.autograd import Function
 from minicnn.backend import get_array_module
+from minicnn.ops import workspace
 from minicnn.ops.conv import _pair
 from minicnn.ops.normalization import batch_slices
 
@@ -135,8 +136,8 @@ class MaxPool2d(Function):
         n_off = g.kernel[0] * g.kernel[1]
         idx_dtype = np.uint8 if n_off <= 255 else np.int32
         xpad = g.pad(x, -np.inf)
-        best = xp.empty((g.N, g.C, g.OH, g.OW), dtype=x.dtype)
-        argmax = xp.empty((g.N, g.C, g.OH, g.OW), dtype=idx_dtype)
+        best = workspace.empty(xp, (g.N, g.C, g.OH, g.OW), x.dtype)
+        argmax = workspace.empty(xp, (g.N, g.C, g.OH, g.OW), idx_dtype)
         first = self._first_inside(g, xp).astype(idx_dtype)
         # Speed: the KH*KW passes run over one slice of the batch at a time, which stays in the
         # cache between passes (whole batch vs slices, same process: 4.7 -> 3.9 ms on
@@ -210,7 +211,9 @@ class MaxPool2d(Function):
             # 2.3 -> 1.8 ms on 64x32x28x28, 6.1 -> 4.9 ms on 128x32x32x32). The strided writes
             # themselves (NumPy does not vectorise them) are most of what is left.
             covered = g.OH * g.kernel[0] == g.H and g.OW * g.kernel[1] == g.W
-            dx = (xp.empty if covered else xp.zeros)((g.N, g.C, g.H, g.W), dtype=grad_output.dtype)
+            dx = workspace.empty(xp, (g.N, g.C, g.H, g.W), grad_output.dtype)
+            if not covered:
+                dx[...] = 0
             for s in batch_slices(dx, xp):
                 dxs, gs, am = dx[s], grad_output[s], argmax[s]
                 for off, rows, cols in g.offsets():
