@@ -78,14 +78,25 @@ def test_an_array_still_seen_through_a_view_is_not_reused():
     assert workspace.empty(np, POOLED, np.float32).ctypes.data == address_a
 
 
-def test_small_arrays_other_backends_and_shapes_are_not_mixed_up():
+def test_small_arrays_are_not_pooled():
     small = workspace.empty(np, (4, 4), np.float32)
     assert small.nbytes < workspace.POOL_MIN_BYTES
-    assert workspace._cache().pool == {}  # small arrays are plain np.empty
-    a = workspace.empty(np, POOLED, np.float32)
+    assert workspace._cache().pool == []  # plain np.empty
+
+
+def test_an_idle_block_serves_any_shape_and_dtype_that_fits_at_most_twice_over():
+    a = workspace.empty(np, POOLED, np.float32)  # a 512 KiB block
+    address = a.ctypes.data
     del a
-    assert workspace.empty(np, POOLED, np.float64).dtype == np.float64
-    assert workspace.empty(np, POOLED[::-1], np.float32).shape == POOLED[::-1]
+    b = workspace.empty(np, (128, 256), np.float64)  # 256 KiB: fits, half of the block used
+    assert b.ctypes.data == address and b.shape == (128, 256) and b.dtype == np.float64
+    assert b.flags.c_contiguous and b.flags.writeable
+    del b
+    d = workspace.empty(np, (1024, 1024), np.bool_)  # 1 MiB: the 512 KiB block is too small
+    assert d.ctypes.data != address
+    del d  # now idle: a 1 MiB and a 512 KiB block
+    e = workspace.empty(np, (300, 300), np.float32)  # 352 KiB: only the 512 KiB block fits twice over
+    assert e.ctypes.data == address
 
 
 def test_pool_is_bounded(monkeypatch):
@@ -94,9 +105,9 @@ def test_pool_is_bounded(monkeypatch):
     keep = [workspace.empty(np, POOLED, np.float32) for _ in range(3)]  # the third is not pooled
     assert workspace._cache().pool_bytes == 2 * nbytes
     del keep
-    other = workspace.empty(np, POOLED[::-1], np.float32)  # over the cap: the idle ones are dropped
-    assert workspace._cache().pool_bytes == nbytes
-    assert other.shape == POOLED[::-1]
+    big = workspace.empty(np, (512, 512), np.float32)  # fits no idle block; over the cap: the
+    assert workspace._cache().pool_bytes == 2 * nbytes  # idle blocks are dropped, this one kept
+    assert len(workspace._cache().pool) == 1 and big.nbytes == 2 * nbytes
 
 
 def test_outputs_of_live_tensors_never_share_memory():
@@ -160,4 +171,4 @@ def test_pools_are_per_thread():
     thread.start()
     thread.join()
     assert seen == [0, 256 * 512 * 4]
-    assert len(workspace._cache().pool[(POOLED, np.dtype(np.float32))]) == 1
+    assert len(workspace._cache().pool) == 1

@@ -1,13 +1,13 @@
 """Memory that ops reuse between calls: scratch buffers (like oneDNN's "scratchpad") and a pool
 of output arrays (like PyTorch's caching allocator on the GPU).
 
-Why. An op's *output* must be a fresh array (the graph keeps it), but its *internal* buffers
-(conv's padded input and im2col matrix, ...) are dead when the call returns. Allocating them
-anew every call is not free on the CPU: a large NumPy array is fresh memory from the operating
-system, and the first write to every 4 KiB page of it is a page fault. Inside a training step that
-was measured at several ms per convolution. Keeping the buffers between calls removes that cost.
+Why. Allocating large arrays anew every call is not free on the CPU: a large NumPy array is
+often fresh memory from the operating system, and the first write to every 4 KiB page of it is a
+page fault. Inside a training step that was measured at several ms per convolution.
 
-Rules for callers:
+Scratch buffers (``scratch``). An op's *internal* buffers (conv's padded input and im2col
+matrix, ...) are dead when the call returns, so the op keeps them under a key and reuses them on
+its next call. Rules for callers:
 * the key must contain everything the buffer's *contents* depend on beyond its shape (e.g. the
   padding, when the caller relies on a zero border that it never writes);
 * ``zero=True`` zero-fills the buffer when it is created, not when it is reused: the caller must
@@ -19,17 +19,19 @@ Buffers are per thread (two threads running models never share one). The cache h
 ``MAX_BYTES``; past that it is emptied and refilled, so an unusual mix of shapes costs speed,
 never unbounded memory. ``clear()`` frees everything (e.g. before measuring memory).
 
-Outputs (``empty``). An op's output and its input gradient must be arrays nobody else uses, but
-they need not be *new* memory. A training step makes the same activation-sized arrays every time
+Outputs (``empty``). An op's output and its input gradient must be memory nobody else uses, but
+it need not be *new* memory. A training step makes the same activation-sized arrays every time
 (conv, batch-norm, ReLU and pooling outputs and their gradients, ~60 MB per MNIST step), and
 glibc's malloc hands large blocks back to the operating system when they are freed: measured,
-~6,500 page faults per MNIST CNN step (~26 MB of fresh pages) and ~8,600 per CIFAR step,
-~10 ms and ~20 ms of the step. ``empty`` keeps such arrays in a pool and hands one out again
-once nothing but the pool refers to it: every NumPy view of an array keeps a reference to it
-(``view.base``), so "its reference count is the pool's own" means no tensor, view, graph node or
-user variable can still see its memory. Only arrays of ``POOL_MIN_BYTES`` or more are pooled
-(malloc keeps smaller blocks), only on NumPy (CuPy has its own memory pool), at most
-``POOL_MAX_BYTES`` in all (past that, idle arrays are dropped, then new arrays are not pooled).
+~6,500 page faults per MNIST CNN step (~26 MB of fresh pages), ~10 ms of the step. ``empty``
+keeps blocks of memory in a pool and hands a block out again, as an array of any shape and
+dtype, once nothing but the pool refers to it: the array handed out is a view of the block, and
+every NumPy view keeps a reference to the block (``view.base``), so "its reference count is the
+pool's own" means no tensor, view, graph node or user variable can still see its memory. The
+smallest idle block that fits is taken, if it is at most twice the size asked for. Only arrays
+of ``POOL_MIN_BYTES`` or more are pooled (malloc keeps smaller blocks), only on NumPy (CuPy has
+its own memory pool), at most ``POOL_MAX_BYTES`` in all (past that, idle blocks are dropped,
+then new arrays are not pooled).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ _local = threading.local()
 def _cache():
     if not hasattr(_local, "buffers"):
         _local.buffers, _local.nbytes = {}, 0
-        _local.pool, _local.pool_bytes = {}, 0
+        _local.pool, _local.pool_bytes = [], 0
     return _local
 
 
@@ -83,40 +85,46 @@ del _arr
 
 
 def empty(xp, shape, dtype):
-    """An uninitialised ``xp`` array for an op's output or input gradient, from the pool of idle
-    arrays when one of this shape and dtype is free (see the module's doc). The caller must
-    overwrite all of it, exactly as with ``xp.empty``."""
-    shape = tuple(int(s) for s in shape)
-    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    """An uninitialised ``xp`` array for an op's output or input gradient, from the pool when an
+    idle block of memory fits (see the module's doc). The caller must overwrite all of it,
+    exactly as with ``xp.empty``."""
+    shape, dtype = tuple(int(s) for s in shape), np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
     if xp is not np or nbytes < POOL_MIN_BYTES:
         return xp.empty(shape, dtype=dtype)
     c = _cache()
-    arrays = c.pool.setdefault((shape, np.dtype(dtype)), [])
-    for arr in arrays:
-        if _refs(arr) <= _IDLE_REFS:  # idle: hand it out again
-            return arr
-    if c.pool_bytes + nbytes > POOL_MAX_BYTES:
-        _drop_idle(c)
-    arr = np.empty(shape, dtype=dtype)
-    if c.pool_bytes + nbytes <= POOL_MAX_BYTES:
-        arrays.append(arr)
-        c.pool_bytes += nbytes
-    return arr
+    block = _best_idle(c.pool, nbytes)
+    if block is None:
+        if c.pool_bytes + nbytes > POOL_MAX_BYTES:
+            _drop_idle(c)
+        block = np.empty(nbytes, dtype=np.uint8)
+        if c.pool_bytes + nbytes <= POOL_MAX_BYTES:
+            c.pool.append(block)
+            c.pool_bytes += nbytes
+    # a view of the block: it (and every view made from it) refers to the block, so the
+    # block stays busy for as long as anything can see this array
+    return block[:nbytes].view(dtype).reshape(shape)
+
+
+def _best_idle(blocks, nbytes):
+    """The smallest idle block of ``nbytes`` to ``2 * nbytes`` bytes (at most half of it unused,
+    so a small array that lives long never holds on to a large block), or None."""
+    best = None
+    for block in blocks:
+        if nbytes <= block.nbytes <= 2 * nbytes and _refs(block) <= _IDLE_REFS:
+            if best is None or block.nbytes < best.nbytes:
+                best = block
+    return best
 
 
 def _drop_idle(c):
-    """Forget every idle pooled array (the busy ones stay until they are idle too)."""
-    for key, arrays in list(c.pool.items()):
-        busy = []
-        for arr in arrays:
-            if _refs(arr) > _IDLE_REFS:
-                busy.append(arr)
-            else:
-                c.pool_bytes -= arr.nbytes
-        if busy:
-            c.pool[key] = busy
-        else:
-            del c.pool[key]
+    """Forget every idle block (the busy ones stay until they are idle too)."""
+    busy = []
+    for block in c.pool:
+        if _refs(block) > _IDLE_REFS:
+            busy.append(block)
+    c.pool[:] = busy
+    c.pool_bytes = sum(block.nbytes for block in busy)
 
 
 def clear():
