@@ -59,6 +59,16 @@ from minicnn.tensor import (
 __version__ = "0.1.0"
 
 
+def empty_cache() -> None:
+    """Free the memory minicnn keeps for reuse on the CPU (this thread's scratch buffers and idle
+    output blocks, ``minicnn/ops/workspace.py``), as ``torch.cuda.empty_cache`` does for PyTorch's
+    GPU cache. Arrays still in use are not affected; on CuPy, free its pool with
+    ``cupy.get_default_memory_pool().free_all_blocks()``."""
+    from minicnn.ops import workspace
+
+    workspace.clear()
+
+
 def device(spec="cpu") -> Device:
     """``minicnn.device("cuda:0")`` -- a device name, as ``torch.device``."""
     return Device(spec)

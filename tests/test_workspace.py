@@ -172,3 +172,18 @@ def test_pools_are_per_thread():
     thread.join()
     assert seen == [0, 256 * 512 * 4]
     assert len(workspace._cache().pool) == 1
+
+
+def test_empty_cache_frees_idle_blocks_and_leaves_live_arrays_alone():
+    import minicnn
+
+    live = workspace.empty(np, POOLED, np.float32)
+    live[...] = 3.0
+    idle = workspace.empty(np, POOLED, np.float32)
+    del idle
+    workspace.scratch(np, "s", (8,), np.float32)
+    minicnn.empty_cache()
+    c = workspace._cache()
+    assert c.pool == [] and c.pool_bytes == 0 and c.buffers == {} and c.nbytes == 0
+    assert (live == 3.0).all()
+    assert not np.shares_memory(workspace.empty(np, POOLED, np.float32), live)
