@@ -178,6 +178,79 @@ def time_it(fn, warmup: int, repeats: int, sync=None, before=None) -> dict:
 # On Linux, writing "5" to /proc/self/clear_refs resets the peak (VmHWM) to the current RSS, so
 # peak = VmHWM at the end - VmRSS at the reset. Elsewhere ru_maxrss (a high-water mark since the
 # process started) minus the RSS after imports is used. Same method for both libraries.
+def time_ops(lib, task: dict, sync=None) -> list:
+    """Forward (under no_grad) and backward (``retain_graph``) times of every case of ``op_cases``.
+
+    One piece of code for both libraries, since minicnn's API mirrors PyTorch's: ``lib`` gives
+    the library's functional module ``F``, ``randn(*shape, grad=True)`` (float32 on the device),
+    ``zeros(n)``, ``ones(n)``, ``randint(high, n)`` and ``no_grad``. An op that fails is reported
+    with its error and the others are still timed.
+    """
+    F = lib.F
+
+    def time_op(op, shape):
+        if op == "conv2d":
+            n, cin, h, w, cout, k, p = shape
+            x, wt, b = lib.randn(n, cin, h, w), lib.randn(cout, cin, k, k), lib.randn(cout)
+            leaves = (x, wt, b)
+
+            def fwd():
+                return F.conv2d(x, wt, b, padding=p)
+
+        elif op == "max_pool2d":
+            x = lib.randn(*shape)
+            leaves = (x,)
+
+            def fwd():
+                return F.max_pool2d(x, 2)
+
+        elif op == "batch_norm":
+            c = shape[1]
+            x, wt, b = lib.randn(*shape), lib.randn(c), lib.randn(c)
+            rm, rv = lib.zeros(c), lib.ones(c)
+            leaves = (x, wt, b)
+
+            def fwd():
+                return F.batch_norm(x, rm, rv, wt, b, training=True)
+
+        else:  # cross_entropy
+            x = lib.randn(*shape)
+            t = lib.randint(shape[1], shape[0])
+            leaves = (x,)
+
+            def fwd():
+                return F.cross_entropy(x, t)
+
+        def fwd_nograd():
+            with lib.no_grad():
+                fwd()
+
+        out = fwd()
+        grad = None if out.ndim == 0 else lib.randn(*out.shape, grad=False)
+
+        def clear():
+            for leaf in leaves:
+                leaf.grad = None
+
+        def bwd():
+            out.backward(grad, retain_graph=True)
+
+        return {
+            "forward": time_it(fwd_nograd, task["warmup"], task["repeats"], sync),
+            "backward": time_it(bwd, task["warmup"], task["repeats"], sync, before=clear),
+        }
+
+    results = []
+    for op, label, shape in op_cases(task["quick"]):
+        entry = {"op": op, "label": label, "shape": list(shape)}
+        try:
+            entry.update(time_op(op, shape))
+        except Exception as exc:  # an op that is missing or broken: report it, time the others
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+        results.append(entry)
+    return results
+
+
 def _status_kib(field: str):
     try:
         with open("/proc/self/status") as f:

@@ -1,13 +1,15 @@
 """PyTorch side of the benchmarks: ``python _torch_worker.py '<json task>'`` (started by run.py).
 
 Runs one task in a fresh process, pinned to the thread count the driver gives, and prints one
-result line (see ``_common.emit``). The cases mirror ``_minicnn_worker.py`` line for line.
+result line (see ``_common.emit``). The cases mirror ``_minicnn_worker.py``; the per-op cases are
+``_common.time_ops``, one function for both libraries.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from types import SimpleNamespace
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -23,10 +25,10 @@ from _common import (  # noqa: E402
     layer_names,
     memory_baseline,
     memory_peak_mib,
-    op_cases,
     pin_threads,
     read_task,
     time_it,
+    time_ops,
 )
 
 
@@ -70,74 +72,16 @@ def model_task(torch, task, device, sync):
 
 
 def op_task(torch, task, device, sync):
-    F = torch.nn.functional
     g = torch.Generator(device="cpu").manual_seed(0)
-
-    def randn(*shape, grad=True):
-        return torch.randn(*shape, generator=g).to(device).requires_grad_(grad)
-
-    def time_op(op, label, shape):
-        """Median forward (no_grad) and backward (retain_graph) times of one op at one shape."""
-        if op == "conv2d":
-            n, cin, h, w, cout, k, p = shape
-            x, wt, b = randn(n, cin, h, w), randn(cout, cin, k, k), randn(cout)
-            leaves = (x, wt, b)
-
-            def fwd():
-                return F.conv2d(x, wt, b, padding=p)
-
-        elif op == "max_pool2d":
-            x = randn(*shape)
-            leaves = (x,)
-
-            def fwd():
-                return F.max_pool2d(x, 2)
-
-        elif op == "batch_norm":
-            c = shape[1]
-            x, wt, b = randn(*shape), randn(c), randn(c)
-            rm, rv = torch.zeros(c, device=device), torch.ones(c, device=device)
-            leaves = (x, wt, b)
-
-            def fwd():
-                return F.batch_norm(x, rm, rv, wt, b, training=True)
-
-        else:  # cross_entropy
-            x = randn(*shape)
-            t = torch.randint(0, shape[1], (shape[0],), generator=g).to(device)
-            leaves = (x,)
-
-            def fwd():
-                return F.cross_entropy(x, t)
-
-        def fwd_nograd():
-            with torch.no_grad():
-                fwd()
-
-        out = fwd()
-        grad = None if out.ndim == 0 else torch.randn(out.shape, generator=g).to(device)
-
-        def clear():
-            for t in leaves:
-                t.grad = None
-
-        def bwd():
-            out.backward(grad, retain_graph=True)
-
-        return {
-            "forward": time_it(fwd_nograd, task["warmup"], task["repeats"], sync),
-            "backward": time_it(bwd, task["warmup"], task["repeats"], sync, before=clear),
-        }
-
-    results = []
-    for op, label, shape in op_cases(task["quick"]):
-        entry = {"op": op, "label": label, "shape": list(shape)}
-        try:
-            entry.update(time_op(op, label, shape))
-        except Exception as exc:  # an op that is missing or broken: report it, time the others
-            entry["error"] = f"{type(exc).__name__}: {exc}"
-        results.append(entry)
-    return {"ops": results}
+    lib = SimpleNamespace(
+        F=torch.nn.functional,
+        randn=lambda *shape, grad=True: torch.randn(*shape, generator=g).to(device).requires_grad_(grad),
+        zeros=lambda n: torch.zeros(n, device=device),
+        ones=lambda n: torch.ones(n, device=device),
+        randint=lambda high, n: torch.randint(0, high, (n,), generator=g).to(device),
+        no_grad=torch.no_grad,
+    )
+    return {"ops": time_ops(lib, task, sync)}
 
 
 def main():
