@@ -76,12 +76,18 @@ def _refs(arr):
     return sys.getrefcount(arr)
 
 
-# The count _refs sees for an array that only a list refers to, when called as ``for arr in
-# arrays: _refs(arr)``: the list, the loop variable, the parameter and getrefcount's argument.
-# Measured once rather than written down, so an interpreter that counts differently agrees.
-for _arr in [np.empty(1)]:
-    _IDLE_REFS = _refs(_arr)
-del _arr
+def _idle_refs():
+    """The count _refs sees, inside a function's ``for block in blocks: _refs(block)`` loop (the
+    only way this module calls it), for an array that only the list refers to. Measured with
+    that same code rather than written down (the list, the loop variable, the parameter,
+    getrefcount's argument: 4 on CPython 3.11), so an interpreter that counts references on the
+    stack differently still agrees."""
+    blocks = [np.empty(1)]
+    for block in blocks:
+        return _refs(block)
+
+
+_IDLE_REFS = _idle_refs()
 
 
 def empty(xp, shape, dtype):
