@@ -16,6 +16,7 @@ from minicnn.autograd import Function
 from minicnn.backend import get_array_module, is_cupy_array
 from minicnn.ops import workspace
 from minicnn.ops.basic import _normalize_dims
+from minicnn.ops.normalization import batch_slices
 
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -50,10 +51,16 @@ class ReLU(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
-        if self.needs_input_grad[0]:
-            # 1 byte per element; g * mask is the fastest backward (measured)
-            self.mask = xp.greater(x, 0, out=workspace.empty(xp, x.shape, bool))
-        return xp.maximum(x, 0, out=workspace.empty(xp, x.shape, x.dtype))
+        out = workspace.empty(xp, x.shape, x.dtype)
+        if not self.needs_input_grad[0]:
+            return xp.maximum(x, 0, out=out)
+        # Saved for backward: a 1-byte mask (g * mask is the fastest backward, measured), taken
+        # from each batch slice of the output while it is in the cache (out > 0 exactly where
+        # x > 0, NaN included): x is read from memory once, not twice (64x32x28x28: 0.90 -> 0.76 ms).
+        self.mask = workspace.empty(xp, x.shape, bool)
+        for s in batch_slices(x, xp) if x.ndim else [...]:
+            xp.greater(xp.maximum(x[s], 0, out=out[s]), 0, out=self.mask[s])
+        return out
 
     def backward(self, g):
         xp = get_array_module(g)
