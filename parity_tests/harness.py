@@ -81,14 +81,25 @@ def _outputs(out):
 
 
 def check_parity(
-    mc_fn, torch_fn, inputs, *, dtype="float64", device="cpu", grad=None, rtol=None, seed=0, check_grads=True
+    mc_fn,
+    torch_fn,
+    inputs,
+    *,
+    dtype="float64",
+    device="cpu",
+    grad=None,
+    rtol=None,
+    seed=0,
+    check_grads=True,
+    upstream=None,
 ):
     """Run ``mc_fn`` and ``torch_fn`` on the same ``inputs`` (NumPy arrays or plain values).
 
     Floating arrays become tensors that require a gradient (``grad`` = list of bools to choose);
     integer arrays (labels, indices) are passed as integer tensors; anything else is passed as is.
     The outputs are compared, then both are back-propagated with the same random upstream
-    gradient and the gradients of every float input are compared.
+    gradient (``upstream``: one array per output that requires a gradient, to choose it, e.g.
+    with inf/NaN) and the gradients of every float input are compared.
     Returns ``(minicnn_outputs, torch_outputs)`` as lists of NumPy arrays.
     """
     import torch
@@ -110,10 +121,11 @@ def check_parity(
     if check_grads and any(grad):
         rng = np.random.default_rng(seed)
         mc_total, th_total = None, None
+        chosen = iter(upstream or [])
         for m, t in zip(mc_out, th_out):
             if not t.requires_grad:
                 continue
-            u = rng.standard_normal(t.shape).astype(dtype)
+            u = (next(chosen) if upstream else rng.standard_normal(t.shape)).astype(dtype)
             mc_term = (m * mc.tensor(u, device=device)).sum()
             th_term = (t * torch.from_numpy(u)).sum()
             mc_total = mc_term if mc_total is None else mc_total + mc_term

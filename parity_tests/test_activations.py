@@ -51,6 +51,19 @@ def test_elementwise_gradcheck(device, name):
     gradcheck(ELEMENTWISE[name][0], [x], device=device)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_with_inf_and_nan_gradients(device, dtype):
+    """An inf/NaN upstream gradient reaches dx only where x > 0, as in PyTorch (g * mask would
+    give NaN = inf * 0 where x <= 0)."""
+    rng = rng_for("relu-nonfinite", dtype)
+    x = _inputs(rng, (4, 3, 5, 5), 1.0)
+    u = rng.standard_normal(x.shape)
+    u.reshape(-1)[::4] = np.inf
+    u.reshape(-1)[1::7] = -np.inf
+    u.reshape(-1)[2::5] = np.nan
+    check_parity(F.relu, TF.relu, [x], dtype=dtype, device=device, upstream=[u])
+
+
 def test_relu_grad_at_zero_is_zero(device):
     x = mc.tensor(np.zeros(4), device=device, requires_grad=True)
     F.relu(x).sum().backward()

@@ -92,6 +92,24 @@ def test_max_pool2d_nan_and_inf(kwargs, device):
     check_max_pool(x, kwargs, rtol=0.0, device=device)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(kernel_size=2), dict(kernel_size=2, ceil_mode=True), dict(kernel_size=3, stride=2, padding=1)],
+)
+def test_max_pool2d_inf_and_nan_gradients(kwargs, dtype, device):
+    """An inf/NaN upstream gradient reaches only each window's arg-max, as in PyTorch (g * hit
+    would give NaN = inf * 0 at the window's other pixels)."""
+    rng = rng_for("max-pool-nonfinite", repr(kwargs), dtype)
+    x = rng.standard_normal((2, 3, 9, 8))
+    out_shape = TF.max_pool2d(torch.from_numpy(x), **kwargs).shape
+    u = rng.standard_normal(tuple(out_shape))
+    u.reshape(-1)[::3] = np.inf
+    u.reshape(-1)[1::5] = -np.inf
+    u.reshape(-1)[2::7] = np.nan
+    check_max_pool(x, kwargs, dtype=dtype, device=device, upstream=[u], rtol=0.0)
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_max_pool2d_oracle(seed, device):
     """The direct-loop oracle agrees with PyTorch (output, indices, gradient) and with minicnn."""

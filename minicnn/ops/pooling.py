@@ -29,7 +29,7 @@ from minicnn.autograd import Function
 from minicnn.backend import get_array_module
 from minicnn.ops import workspace
 from minicnn.ops.conv import _pair
-from minicnn.ops.normalization import batch_slices
+from minicnn.ops.normalization import batch_slices, surely_finite
 
 
 def _pool_out_size(op, size, k, s, p, d, ceil_mode):
@@ -202,6 +202,10 @@ class MaxPool2d(Function):
     def backward(self, grad_output):
         g, argmax = self.g, self.argmax
         xp = get_array_module(grad_output)
+        # g * (argmax == off) is the fast way to route g, but inf * 0 is NaN where PyTorch's
+        # gradient is 0: when g may hold inf/NaN, where() routes it exactly (slower).
+        exact = not surely_finite(grad_output, xp)
+        zero = xp.zeros((), dtype=grad_output.dtype)
         if g.tiles:
             # Each input pixel lies in at most one window: for each kernel offset, write
             # g * (argmax == offset) straight into the strided view of dx that offset reads.
@@ -217,13 +221,16 @@ class MaxPool2d(Function):
             for s in batch_slices(dx, xp):
                 dxs, gs, am = dx[s], grad_output[s], argmax[s]
                 for off, rows, cols in g.offsets():
-                    xp.multiply(gs, am == off, out=dxs[:, :, rows, cols])
+                    if exact:
+                        dxs[:, :, rows, cols] = xp.where(am == off, gs, zero)
+                    else:
+                        xp.multiply(gs, am == off, out=dxs[:, :, rows, cols])
             return dx
         dxpad = xp.zeros((g.N, g.C, g.Hp, g.Wp), dtype=grad_output.dtype)
         for s in batch_slices(dxpad, xp):
             dxs, gs, am = dxpad[s], grad_output[s], argmax[s]
             for off, rows, cols in g.offsets():
-                dxs[:, :, rows, cols] += gs * (am == off)
+                dxs[:, :, rows, cols] += xp.where(am == off, gs, zero) if exact else gs * (am == off)
         return g.crop(dxpad)
 
 
