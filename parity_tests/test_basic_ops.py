@@ -470,6 +470,21 @@ def test_clamp_values_exactly_at_bounds(bounds, dtype, device):
     check_parity(lambda t: t.clip(lo, hi), lambda t: t.clip(lo, hi), [x], dtype=dtype, device=device)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # inf * 0 in the harness's sum(out * u)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bounds", CLAMP_BOUNDS, ids=str)
+def test_clamp_with_inf_and_nan_gradients(bounds, dtype, device):
+    """Outside the bounds the gradient is 0 even when the upstream gradient is inf or NaN."""
+    lo, hi = bounds
+    rng = rng_for("clamp-nonfinite", bounds)
+    x = rng.integers(-4, 5, (5, 6)) / 2.0
+    u = rng.standard_normal(x.shape)
+    u.reshape(-1)[::3] = np.inf
+    u.reshape(-1)[1::4] = np.nan
+    clamp = lambda t: t.clamp(lo, hi)  # noqa: E731  (the same call on both libraries)
+    check_parity(clamp, clamp, [x], dtype=dtype, device=device, upstream=[u])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("target", ["float32", "float64", "int64", "int32"])
 def test_cast_with_to(target, dtype, device):

@@ -13,10 +13,10 @@ import warnings
 import numpy as np
 
 from minicnn.autograd import Function
-from minicnn.backend import get_array_module, is_cupy_array
+from minicnn.backend import get_array_module, is_cupy_array, surely_finite
 from minicnn.ops import workspace
 from minicnn.ops.basic import _normalize_dims
-from minicnn.ops.normalization import batch_slices, surely_finite
+from minicnn.ops.normalization import batch_slices
 
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)

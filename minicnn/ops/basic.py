@@ -12,7 +12,7 @@ from collections import namedtuple
 import numpy as np
 
 from minicnn.autograd import Function
-from minicnn.backend import device_of, get_array_module, scatter_add, to_device
+from minicnn.backend import device_of, get_array_module, scatter_add, surely_finite, to_device
 
 
 def _shape(x):
@@ -231,7 +231,10 @@ class Clamp(Function):
         return out.astype(a.dtype, copy=False)
 
     def backward(self, g):
-        return g * self.mask
+        xp = get_array_module(g)
+        if surely_finite(g, xp):  # as ReLU: the multiply is faster, but inf * 0 would be NaN
+            return g * self.mask
+        return xp.where(self.mask, g, xp.zeros((), dtype=g.dtype))
 
 
 def clamp(a, min=None, max=None):

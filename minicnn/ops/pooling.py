@@ -26,10 +26,10 @@ from __future__ import annotations
 import numpy as np
 
 from minicnn.autograd import Function
-from minicnn.backend import get_array_module
+from minicnn.backend import get_array_module, surely_finite
 from minicnn.ops import workspace
 from minicnn.ops.conv import _pair
-from minicnn.ops.normalization import batch_slices, surely_finite
+from minicnn.ops.normalization import batch_slices
 
 
 def _pool_out_size(op, size, k, s, p, d, ceil_mode):
