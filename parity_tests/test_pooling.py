@@ -111,6 +111,26 @@ def test_max_pool2d_inf_and_nan_gradients(kwargs, dtype, device):
     check_max_pool(x, kwargs, dtype=dtype, device=device, upstream=[u], rtol=0.0)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", range(12))
+def test_max_pool2d_without_grad(seed, dtype, device):
+    """Under no_grad (and for inputs that need no gradient) max pooling skips the arg-max and
+    takes only the window maxima: the values must still be PyTorch's exactly, NaN and -inf
+    windows included."""
+    shape, kwargs = random_pool_config(300 + seed)
+    rng = rng_for("max-pool-no-grad", seed, dtype)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[rng.random(shape) < 0.1] = np.nan
+    x[rng.random(shape) < 0.1] = -np.inf
+    expected = TF.max_pool2d(torch.from_numpy(x), **kwargs).numpy()
+    with mc.no_grad():
+        got = F.max_pool2d(mc.tensor(x, device=device, requires_grad=True), **kwargs)
+    assert not got.requires_grad
+    plain = F.max_pool2d(mc.tensor(x, device=device), **kwargs)  # grad mode, but no input needs one
+    for out in (got, plain):
+        np.testing.assert_array_equal(out.numpy(), expected)
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_max_pool2d_oracle(seed, device):
     """The direct-loop oracle agrees with PyTorch (output, indices, gradient) and with minicnn."""
