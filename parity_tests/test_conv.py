@@ -173,6 +173,29 @@ def test_conv2d_channels_last_forward(xs, ws, kwargs, bias, dtype, device, monke
     check_conv(inputs, kwargs, dtype=dtype, device=device)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", range(16))
+def test_conv2d_first_layer_random_configs(seed, dtype, device, monkeypatch):
+    """An input that needs no gradient (a first layer): short filters (C*KH*KW <= 48, no groups)
+    then use the per-sample layout on NumPy (_PerSample) for the forward pass and the weight
+    gradient; random configurations, one or two samples per chunk, vs PyTorch."""
+    xs, ws, bias, kwargs = random_config(1000 + seed)
+    monkeypatch.setattr(conv_mod, "_CHUNK_BYTES", 2 * 8 * ws[1] * ws[2] * ws[3])
+    inputs = _inputs(1000 + seed, xs, ws, bias)
+    check_conv(inputs, kwargs, dtype=dtype, device=device, grad=[False, True, True][: len(inputs)])
+
+
+@pytest.mark.parametrize(
+    "xs, ws", [((5, 1, 28, 28), (8, 1, 3, 3)), ((3, 3, 32, 32), (6, 3, 3, 3)), ((2, 3, 17, 15), (4, 3, 7, 7))]
+)
+def test_conv2d_first_layer_model_shapes(xs, ws, device):
+    """The models' first layers (MNIST: 1 channel, CIFAR: 3; a 7x7 stem, K = 147, takes the
+    compact layout) in float32 with padding, input without gradient, vs PyTorch."""
+    rng = rng_for("conv2d-first-layer", xs, ws)
+    inputs = [rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])]
+    check_conv(inputs, dict(padding=ws[2] // 2), dtype="float32", device=device, grad=[False, True, True])
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # inf - inf, 0 * inf: expected here
 @pytest.mark.parametrize("where", ["x_last_column", "x_first_column", "weight"])
 @pytest.mark.parametrize("value", [float("inf"), float("nan")])
