@@ -21,7 +21,7 @@ page faults, per call), the data stays in the cache between the im2col copy and 
 are few BLAS calls. Backward rebuilds ``cols`` chunk by chunk instead of keeping a matrix KH*KW
 times the input's size alive between the passes. On a GPU (CuPy) the whole batch is one chunk.
 
-Three layouts share this code, all measured (docs/performance.md), chosen per call:
+Four layouts share this code, all measured (docs/performance.md), chosen per call:
 
 * ``_Im2Col``, the compact layout above: any stride, dilation and groups; the only one on CuPy;
 * ``_Im2ColRows`` for the backward pass of a stride-1 convolution on NumPy: its columns run over
