@@ -545,7 +545,8 @@ class Conv2d(Function):
         need_b = self.has_bias and self.needs_input_grad[2]
         xp = get_array_module(grad_output)
         if need_w and not need_x and _use_per_sample(self.g, xp):  # a first layer
-            dx, dw = None, _PerSample(self.x, self.g, self.g.chunk_size(xp, self.x.dtype.itemsize)).weight_grad(grad_output)
+            n = self.g.chunk_size(xp, self.x.dtype.itemsize)
+            dx, dw = None, _PerSample(self.x, self.g, n).weight_grad(grad_output)
         else:
             layout = _backward_layout(self.g, xp, need_x)
             if layout is _Im2ColRows and not bool(xp.isfinite(self.weight).all()):
