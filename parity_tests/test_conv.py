@@ -258,6 +258,16 @@ def test_conv2d_finite_differences(xs, ws, kwargs, device):
     gradcheck(lambda *a: F.conv2d(*a, **kwargs), inputs, device=device)
 
 
+def test_conv2d_first_layer_finite_differences(device):
+    """The weight and bias gradients of a first layer (input without gradient: the per-sample
+    layout on NumPy), against central differences; two chunks of two samples and one of one."""
+    rng = rng_for("conv2d-fd-first-layer")
+    inputs = [rng.standard_normal((5, 3, 6, 5)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(conv_mod, "_CHUNK_BYTES", 2 * 8 * 27 * 30)
+        gradcheck(lambda *a: F.conv2d(*a, padding=1), inputs, device=device, grad=[False, True, True])
+
+
 def test_conv2d_float32_stays_float32(device):
     x = mc.randn(2, 3, 8, 8, device=device, requires_grad=True)
     w = mc.randn(4, 3, 3, 3, device=device, requires_grad=True)
