@@ -183,10 +183,9 @@ class _Im2Col:
         self.x, self.g, self.n = x, g, n
         self.xp = get_array_module(x)
         self.L = self.columns_per_sample()
-        top, bottom, left, right = g.pads
         self.padded = any(g.pads)
-        self.interior = (slice(None), slice(None), slice(top, top + g.H), slice(left, left + g.W))
         self.source = _PaddedSource(x, g, n, type(self).__name__)
+        self.interior = self.source.interior  # where the input sits in a padded plane
         self.cols = self.new_buffer("cols", g.C * g.KH * g.KW)
         # backward's buffers, made when first needed
         self.gmat = self.dcols = self.dxpad = None

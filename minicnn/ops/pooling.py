@@ -163,14 +163,15 @@ class MaxPool2d(Function):
     def _max_only(g, xp, x):
         """The window maxima without the arg-max, when no gradient is wanted (inference, no_grad):
         one np.maximum per kernel offset instead of four ufuncs (NaN still propagates). Measured
-        on 64x32x28x28: 2.6 -> 0.9 ms; a fifth of an inference pass was the unused arg-max."""
+        on 64x32x28x28: 2.6 -> 1.4 ms; a fifth of an inference pass was the unused arg-max."""
         xpad = g.pad(x, -np.inf)
         best = workspace.empty(xp, (g.N, g.C, g.OH, g.OW), x.dtype)
-        for s in batch_slices(xpad, xp):
+        for s in batch_slices(xpad, xp):  # each slice stays in the cache over the KH*KW passes
             views = [xpad[s][:, :, rows, cols] for _, rows, cols in g.offsets()]
-            best[s] = views[0]
+            out = best[s]
+            out[...] = views[0]
             for v in views[1:]:
-                xp.maximum(best[s], v, out=best[s])
+                xp.maximum(out, v, out=out)
         return best
 
     @staticmethod
