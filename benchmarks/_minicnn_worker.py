@@ -85,7 +85,7 @@ def model_task(mc, np, task, device, sync):
                 model(x)
 
     stats = time_it(step, task["warmup"], task["repeats"], sync)
-    stats["params"] = int(sum(p.data.size for p in model.parameters()))
+    stats["params"] = int(sum(p.numel() for p in model.parameters()))
     stats["layers"] = layer_names(model)
     stats["model_source"] = source
     return stats

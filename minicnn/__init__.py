@@ -4,35 +4,68 @@ Every op is a small class with ``forward`` and ``backward`` side by side, checke
 PyTorch. Start with ``minicnn.Tensor``, ``minicnn.nn`` and ``minicnn.optim``.
 """
 
-from minicnn import nn, optim
+import builtins
+
+from minicnn import backends, cuda, nn, optim
 from minicnn.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from minicnn.backend import Device, cuda_available
 from minicnn.creation import (
     arange,
     empty,
+    empty_like,
     eye,
     from_numpy,
     full,
+    full_like,
     linspace,
     ones,
     ones_like,
     rand,
+    rand_like,
     randint,
     randn,
+    randn_like,
     tensor,
     zeros,
     zeros_like,
 )
+from minicnn.dtypes import (
+    Size,
+    bool_,
+    cdouble,
+    cfloat,
+    complex64,
+    complex128,
+    double,
+    dtype,
+    float16,
+    float32,
+    float64,
+    get_default_dtype,
+    half,
+    int8,
+    int16,
+    int32,
+    int64,
+    long,
+    set_default_dtype,
+    short,
+    uint8,
+)
+from minicnn.ops.activation import log_softmax, relu, sigmoid, softmax, tanh
 from minicnn.ops.basic import (
     cat,
+    chunk,
     clamp,
     expand,
     flatten,
     matmul,
     permute,
     reshape,
+    split,
     squeeze,
     stack,
+    topk,
     transpose,
     unsqueeze,
     where,
@@ -40,21 +73,16 @@ from minicnn.ops.basic import (
 from minicnn.ops.basic import reduce_max as max  # noqa: A004  (torch.max)
 from minicnn.ops.basic import reduce_min as min  # noqa: A004  (torch.min)
 from minicnn.profiler import profile
-from minicnn.random import get_rng_state, initial_seed, manual_seed, set_rng_state
+from minicnn.random import get_rng_state, initial_seed, manual_seed, seed, set_rng_state
 from minicnn.serialization import load, load_training_state, save, save_training_state
 from minicnn.summary import summary
-from minicnn.tensor import (
-    Tensor,
-    bool_,
-    float16,
-    float32,
-    float64,
-    get_default_dtype,
-    int32,
-    int64,
-    set_default_dtype,
-    uint8,
-)
+from minicnn.tensor import Tensor
+
+# PyTorch's dtype names that shadow Python builtins (``minicnn.float`` is float32, as ``torch.float``)
+float = float32  # noqa: A001
+int = int32  # noqa: A001
+bool = bool_  # noqa: A001
+clip = clamp
 
 __version__ = "0.1.0"
 
@@ -69,9 +97,24 @@ def empty_cache() -> None:
     workspace.clear()
 
 
-def device(spec="cpu") -> Device:
-    """``minicnn.device("cuda:0")`` -- a device name, as ``torch.device``."""
+def device(spec="cpu", index=None) -> Device:
+    """``minicnn.device("cuda:0")``, ``minicnn.device("cuda", 1)`` -- a device, as ``torch.device``."""
+    if index is not None:
+        spec = f"{spec}:{index}"
     return Device(spec)
+
+
+def is_tensor(obj) -> builtins.bool:
+    """True for a minicnn Tensor (``torch.is_tensor``)."""
+    return isinstance(obj, Tensor)
+
+
+def is_floating_point(t) -> builtins.bool:
+    return t.is_floating_point()
+
+
+def numel(t) -> builtins.int:
+    return t.numel()
 
 
 def exp(x):
@@ -86,13 +129,65 @@ def sqrt(x):
     return x.sqrt()
 
 
-def sum(x, dim=None, keepdim=False):  # noqa: A001
-    return x.sum(dim, keepdim)
+def abs(x):  # noqa: A001
+    return x.abs()
 
 
-def mean(x, dim=None, keepdim=False):
-    return x.mean(dim, keepdim)
+def pow(x, exponent):  # noqa: A001
+    return x**exponent
+
+
+def mm(a, b):
+    return a.mm(b)
+
+
+def sum(x, dim=None, keepdim=False, **kwargs):  # noqa: A001
+    return x.sum(dim, keepdim, **kwargs)
+
+
+def mean(x, dim=None, keepdim=False, **kwargs):
+    return x.mean(dim, keepdim, **kwargs)
+
+
+def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return x.std(dim, unbiased, keepdim, correction=correction)
+
+
+def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return x.var(dim, unbiased, keepdim, correction=correction)
 
 
 def argmax(x, dim=None, keepdim=False):
     return x.argmax(dim, keepdim)
+
+
+def argmin(x, dim=None, keepdim=False):
+    return x.argmin(dim, keepdim)
+
+
+def eq(a, b):
+    return a == b
+
+
+def ne(a, b):
+    return a != b
+
+
+def lt(a, b):
+    return a < b
+
+
+def le(a, b):
+    return a <= b
+
+
+def gt(a, b):
+    return a > b
+
+
+def ge(a, b):
+    return a >= b
+
+
+def equal(a, b) -> builtins.bool:
+    return a.equal(b)

@@ -94,10 +94,20 @@ class Function:
     ``backward(self, grad_output) -> gradient or tuple of gradients``.
     ``self.needs_input_grad[i]`` tells ``forward`` and ``backward`` whether argument ``i``
     needs a gradient, so work (and memory) for the others can be skipped.
+
+    Three class attributes describe what ``backward`` reads, for the version check (an input
+    changed in place between forward and backward raises instead of giving a wrong gradient):
+    ``saved_inputs`` -- the positions of the inputs whose values backward uses (``None``: all of
+    them, the safe default for a new op; ``()``: none, e.g. addition); ``saves_output`` -- True
+    when backward uses the output's values (exp, sigmoid); ``is_view`` -- True when the output
+    shares the input's memory (reshape, indexing), so the two share one version counter.
     """
 
     needs_input_grad: tuple = ()
     inputs: tuple | None = None
+    saved_inputs: tuple | None = None
+    saves_output: bool = False
+    is_view: bool = False
 
     @classmethod
     def apply(cls, *args, **kwargs):
@@ -109,15 +119,25 @@ class Function:
             _check_same_device(cls.__name__, tensors)
         requires_grad = _grad_enabled and any(t.requires_grad for t in tensors)
         fn.needs_input_grad = tuple(requires_grad and isinstance(a, Tensor) and a.requires_grad for a in args)
-        raw = [a.data if isinstance(a, Tensor) else a for a in args]
+        raw = [a.array if isinstance(a, Tensor) else a for a in args]
         if _op_timer is None:
             out = fn.forward(*raw, **kwargs)
         else:
             out = _timed(_op_timer, cls.__name__, "forward", fn.forward, raw, kwargs)
         if requires_grad and out.dtype.kind in "fc":  # integer results (casts) carry no gradient
             fn.inputs = tuple(a if isinstance(a, Tensor) else None for a in args)
-            return Tensor._make(out, requires_grad=True, grad_fn=fn)
-        return Tensor._make(out)
+            result = Tensor._make(out, requires_grad=True, grad_fn=fn)
+            saved = range(len(args)) if cls.saved_inputs is None else cls.saved_inputs
+            fn.versions = tuple(
+                (i, args[i]._vc, args[i]._vc[0]) for i in saved if isinstance(args[i], Tensor)
+            )
+            if cls.saves_output:
+                fn.versions += (("output", result._vc, 0),)
+        else:
+            result = Tensor._make(out)
+        if cls.is_view and tensors and _is_view_of(out, raw[0]):
+            result._vc = args[0]._vc
+        return result
 
     def forward(self, *args, **kwargs):  # pragma: no cover - every op overrides it
         raise NotImplementedError(f"{type(self).__name__} must implement forward")
@@ -144,10 +164,34 @@ def _timed(timer, name, phase, func, args, kwargs=None):
     return out
 
 
+def _is_view_of(out, a):
+    """True when ``out`` shares ``a``'s memory (NumPy/CuPy: the same owner of the data)."""
+    owner = a if getattr(a, "base", None) is None else a.base
+    return out is a or getattr(out, "base", None) is owner
+
+
+def _check_versions(fn):
+    """Raise if an array that ``fn.backward`` reads was changed in place since ``fn``'s forward."""
+    for what, counter, version in getattr(fn, "versions", ()):
+        if counter[0] != version:
+            if what == "output":
+                where = f"the output of {type(fn).__name__}Backward"
+            else:
+                t = fn.inputs[what]
+                where = f"[{t.dtype} {list(t.shape)}], which is input {what} of {type(fn).__name__}Backward"
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an inplace "
+                f"operation: {where}, is at version {counter[0]}; expected version {version} instead. "
+                "Hint: the change happened between the forward pass and backward() (an in-place method "
+                "such as add_/zero_, a write through .data or t[...] = ..., or optimizer.step() before "
+                "a backward with retain_graph=True); make it after backward(), or use an out-of-place op."
+            )
+
+
 def _check_same_device(op_name, tensors):
-    first = device_of(tensors[0].data)
+    first = device_of(tensors[0].array)
     for t in tensors[1:]:
-        other = device_of(t.data)
+        other = device_of(t.array)
         if other != first:
             raise RuntimeError(
                 f"{op_name}: expected all tensors on the same device, but found one on {first} "
@@ -190,13 +234,13 @@ def _accumulate_leaf(t, g):
     """Leaves sum their gradients across backward calls, like PyTorch (call zero_grad to reset)."""
     from minicnn.tensor import Tensor
 
-    if g.dtype != t.data.dtype:
-        g = g.astype(t.data.dtype)
+    if g.dtype != t.array.dtype:
+        g = g.astype(t.array.dtype)
     if t.grad is None:
         # Own the array: ops may return views or the same array to several inputs.
         t.grad = Tensor._make(g.copy())
     else:
-        t.grad.data += g
+        t.grad.array += g
 
 
 def backward(root, gradient=None, retain_graph=False):
@@ -210,25 +254,31 @@ def backward(root, gradient=None, retain_graph=False):
         )
     xp = root._xp
     if gradient is None:
-        if root.data.size != 1:
+        if root.array.size != 1:
             raise RuntimeError(
                 f"backward() on a tensor of shape {tuple(root.shape)} needs an explicit gradient: "
                 "call loss.backward() on a scalar, or pass gradient=<tensor of the same shape>."
             )
-        g = xp.ones_like(root.data)
+        if root.array.dtype.kind == "c":
+            raise RuntimeError(
+                "grad can be implicitly created only for real scalar outputs: this loss is complex "
+                f"({root.dtype}). Backpropagate a real number (e.g. loss.abs() or loss.real), or pass "
+                "gradient= explicitly."
+            )
+        g = xp.ones_like(root.array)
     else:
-        g = gradient.data if isinstance(gradient, Tensor) else xp.asarray(gradient, dtype=root.dtype)
+        g = gradient.array if isinstance(gradient, Tensor) else xp.asarray(gradient, dtype=root.array.dtype)
         if tuple(g.shape) != tuple(root.shape):
             raise RuntimeError(
                 f"backward(): the gradient has shape {tuple(g.shape)} but the tensor has shape "
                 f"{tuple(root.shape)}; they must match."
             )
-        if device_of(g) != device_of(root.data):
+        if device_of(g) != device_of(root.array):
             raise RuntimeError(
                 f"backward(): the gradient is on {device_of(g)} but the tensor is on {root.device}."
             )
-        if g.dtype != root.dtype:
-            g = g.astype(root.dtype)
+        if g.dtype != root.array.dtype:
+            g = g.astype(root.array.dtype)
 
     if root.grad_fn is None:
         _accumulate_leaf(root, g)
@@ -243,6 +293,7 @@ def backward(root, gradient=None, retain_graph=False):
         if target is not None and target() is not None:
             _accumulate_leaf(target(), g)
         inputs = fn.inputs
+        _check_versions(fn)
         if _op_timer is None:
             in_grads = fn.backward(g)
         else:
@@ -260,8 +311,8 @@ def backward(root, gradient=None, retain_graph=False):
             if t.grad_fn is None:
                 _accumulate_leaf(t, gi)
             else:
-                if gi.dtype != t.data.dtype:  # as PyTorch: a gradient has its tensor's dtype
-                    gi = gi.astype(t.data.dtype)
+                if gi.dtype != t.array.dtype:  # as PyTorch: a gradient has its tensor's dtype
+                    gi = gi.astype(t.array.dtype)
                 prev = grads.get(t.grad_fn)
                 grads[t.grad_fn] = gi if prev is None else prev + gi
         if not retain_graph:

@@ -95,8 +95,10 @@ class Device:
     def __str__(self):
         return "cpu" if self.type == "cpu" else f"cuda:{self.index}"
 
-    def __repr__(self):
-        return f"device({str(self)!r})"
+    def __repr__(self):  # as torch.device
+        if self.type == "cpu":
+            return "device(type='cpu')"
+        return f"device(type='cuda', index={self.index})"
 
     @property
     def xp(self):

@@ -10,13 +10,18 @@ import numpy as np
 
 from minicnn import random as _random
 from minicnn.backend import Device
-from minicnn.tensor import Tensor, get_default_dtype
+from minicnn.dtypes import default_float, np_dtype
+from minicnn.ops.basic import check_size
+from minicnn.tensor import Tensor
 
 
-def _shape_args(size):
+def _shape_args(size, op):
     if len(size) == 1 and isinstance(size[0], (tuple, list)):
-        return tuple(int(s) for s in size[0])
-    return tuple(int(s) for s in size)
+        size = tuple(size[0])
+    shape = tuple(check_size(s, "size", op) for s in size)
+    if any(s < 0 for s in shape):
+        raise RuntimeError(f"{op}(): trying to create tensor with negative dimension: {list(shape)}")
+    return shape
 
 
 def _finish(arr, requires_grad):
@@ -24,16 +29,16 @@ def _finish(arr, requires_grad):
 
 
 def _float_dtype(dtype):
-    return np.dtype(dtype) if dtype is not None else get_default_dtype()
+    return np_dtype(dtype) if dtype is not None else default_float()
 
 
 def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
     """A new tensor from Python data, a NumPy/CuPy array or another tensor (always a copy)."""
     if isinstance(data, Tensor):
-        data = data.data
+        data = data.array
     t = Tensor(data, dtype=dtype, device=device)
-    if t.data is data:
-        t.data = t.data.copy()
+    if t.array is data:
+        t.array = t.array.copy()
     return t.requires_grad_(requires_grad) if requires_grad else t
 
 
@@ -43,11 +48,13 @@ def from_numpy(array: np.ndarray) -> Tensor:
 
 
 def zeros(*size, dtype=None, device="cpu", requires_grad=False) -> Tensor:
-    return _finish(Device(device).xp.zeros(_shape_args(size), dtype=_float_dtype(dtype)), requires_grad)
+    shape = _shape_args(size, "zeros")
+    return _finish(Device(device).xp.zeros(shape, dtype=_float_dtype(dtype)), requires_grad)
 
 
 def ones(*size, dtype=None, device="cpu", requires_grad=False) -> Tensor:
-    return _finish(Device(device).xp.ones(_shape_args(size), dtype=_float_dtype(dtype)), requires_grad)
+    shape = _shape_args(size, "ones")
+    return _finish(Device(device).xp.ones(shape, dtype=_float_dtype(dtype)), requires_grad)
 
 
 def full(size, fill_value, dtype=None, device="cpu", requires_grad=False) -> Tensor:
@@ -56,51 +63,97 @@ def full(size, fill_value, dtype=None, device="cpu", requires_grad=False) -> Ten
         dtype = np.bool_
     elif dtype is None and isinstance(fill_value, (int, np.integer)):
         dtype = np.int64
-    return _finish(Device(device).xp.full(tuple(size), fill_value, dtype=_float_dtype(dtype)), requires_grad)
+    shape = _shape_args((size,) if isinstance(size, (tuple, list)) else (size,), "full")
+    return _finish(Device(device).xp.full(shape, fill_value, dtype=_float_dtype(dtype)), requires_grad)
 
 
 def empty(*size, dtype=None, device="cpu", requires_grad=False) -> Tensor:
-    return _finish(Device(device).xp.empty(_shape_args(size), dtype=_float_dtype(dtype)), requires_grad)
+    shape = _shape_args(size, "empty")
+    return _finish(Device(device).xp.empty(shape, dtype=_float_dtype(dtype)), requires_grad)
 
 
-def zeros_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
-    return _finish(t._xp.zeros(t.shape, dtype=dtype or t.dtype), requires_grad)
+def zeros_like(t: Tensor, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _like(t, "zeros", dtype, device, requires_grad)
 
 
-def ones_like(t: Tensor, dtype=None, requires_grad=False) -> Tensor:
-    return _finish(t._xp.ones(t.shape, dtype=dtype or t.dtype), requires_grad)
+def ones_like(t: Tensor, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _like(t, "ones", dtype, device, requires_grad)
+
+
+def empty_like(t: Tensor, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _like(t, "empty", dtype, device, requires_grad)
+
+
+def full_like(t: Tensor, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    xp = Device(device).xp if device is not None else t._xp
+    arr = xp.full(t.array.shape, fill_value, dtype=np_dtype(dtype) if dtype is not None else t.array.dtype)
+    return _finish(arr, requires_grad)
+
+
+def rand_like(t: Tensor, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return rand(*t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+
+
+def randn_like(t: Tensor, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return randn(*t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
+
+
+def _like(t, kind, dtype, device, requires_grad):
+    xp = Device(device).xp if device is not None else t._xp
+    arr = getattr(xp, kind)(t.array.shape, dtype=np_dtype(dtype) if dtype is not None else t.array.dtype)
+    return _finish(arr, requires_grad)
 
 
 def randn(*size, dtype=None, device="cpu", requires_grad=False) -> Tensor:
     """Standard normal samples from minicnn's seeded generator (``minicnn.manual_seed``)."""
     gen = _random.generator(device)
-    return _finish(gen.standard_normal(_shape_args(size), dtype=_float_dtype(dtype)), requires_grad)
+    return _finish(gen.standard_normal(_shape_args(size, "randn"), dtype=_float_dtype(dtype)), requires_grad)
 
 
 def rand(*size, dtype=None, device="cpu", requires_grad=False) -> Tensor:
     """Uniform samples in [0, 1) from minicnn's seeded generator."""
     gen = _random.generator(device)
-    return _finish(gen.random(_shape_args(size), dtype=_float_dtype(dtype)), requires_grad)
+    return _finish(gen.random(_shape_args(size, "rand"), dtype=_float_dtype(dtype)), requires_grad)
 
 
-def randint(low, high, size, device="cpu") -> Tensor:
-    """Integers in [low, high) (int64) from minicnn's seeded generator."""
-    arr = _random.cpu_generator().integers(low, high, size=tuple(size), dtype=np.int64)
-    return Tensor(arr, device=device)
+def randint(low, high=None, size=None, dtype=None, device="cpu") -> Tensor:
+    """Integers in [low, high) (int64) from minicnn's seeded generator; ``randint(high, size)`` too."""
+    if size is None:  # randint(high, size)
+        low, high, size = 0, low, high
+    if size is None:
+        raise TypeError("randint() missing the size argument: randint(low, high, size)")
+    shape = _shape_args((size,) if isinstance(size, (tuple, list)) else (size,), "randint")
+    arr = _random.cpu_generator().integers(low, high, size=shape, dtype=np.int64)
+    return Tensor(arr, dtype=dtype, device=device)
 
 
 def arange(start, end=None, step=1, dtype=None, device="cpu", requires_grad=False) -> Tensor:
     if end is None:
         start, end = 0, start
+    for name, v in (("start", start), ("end", end), ("step", step)):
+        if isinstance(v, (bool, str)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError(f"arange(): {name} must be a number, got {v!r}")
+    if step == 0:
+        raise RuntimeError("arange(): step must be nonzero")
+    if (end - start) * step < 0:
+        raise RuntimeError(
+            f"arange(): upper bound and larger bound inconsistent with step sign (start={start}, end={end}, "
+            f"step={step})"
+        )
     if dtype is None:
         is_int = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
-        dtype = np.int64 if is_int else get_default_dtype()
-    return _finish(Device(device).xp.arange(start, end, step, dtype=dtype), requires_grad)
+        dtype = np.int64 if is_int else default_float()
+    return _finish(Device(device).xp.arange(start, end, step, dtype=np_dtype(dtype)), requires_grad)
 
 
 def linspace(start, end, steps, dtype=None, device="cpu", requires_grad=False) -> Tensor:
+    steps = check_size(steps, "steps", "linspace")
+    if steps < 0:
+        raise RuntimeError(f"linspace(): number of steps must be non-negative, got {steps}")
     return _finish(Device(device).xp.linspace(start, end, steps, dtype=_float_dtype(dtype)), requires_grad)
 
 
 def eye(n, m=None, dtype=None, device="cpu", requires_grad=False) -> Tensor:
+    n = check_size(n, "n", "eye")
+    m = None if m is None else check_size(m, "m", "eye")
     return _finish(Device(device).xp.eye(n, m, dtype=_float_dtype(dtype)), requires_grad)

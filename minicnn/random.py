@@ -15,14 +15,29 @@ _DEFAULT_SEED = 0
 _cpu = np.random.default_rng(_DEFAULT_SEED)
 _cuda = {}  # device index -> cupy Generator
 _seed = _DEFAULT_SEED
+_cuda_seed = _DEFAULT_SEED
 
 
 def manual_seed(seed: int) -> None:
     """Seed every generator minicnn uses (CPU and all GPUs)."""
-    global _cpu, _seed
-    _seed = int(seed)
+    global _cpu, _seed, _cuda_seed
+    _seed = _cuda_seed = int(seed)
     _cpu = np.random.default_rng(_seed)
     _cuda.clear()
+
+
+def manual_seed_cuda(seed: int) -> None:
+    """Seed only the GPU generators (``minicnn.cuda.manual_seed``)."""
+    global _cuda_seed
+    _cuda_seed = int(seed)
+    _cuda.clear()
+
+
+def seed() -> int:
+    """Seed every generator from fresh entropy and return the seed (``torch.seed``)."""
+    new = int(np.random.SeedSequence().entropy % (2**63))
+    manual_seed(new)
+    return new
 
 
 def initial_seed() -> int:
@@ -41,7 +56,7 @@ def generator(device="cpu"):
     if device.index not in _cuda:
         cp = cupy_module()
         with cp.cuda.Device(device.index):
-            bitgen = cp.random.XORWOW(seed=_seed + 1 + device.index)
+            bitgen = cp.random.XORWOW(seed=_cuda_seed + 1 + device.index)
             _cuda[device.index] = cp.random.Generator(bitgen)
     return _cuda[device.index]
 

@@ -40,7 +40,7 @@ def _safetensors_numpy():
 def _host_array(value, key):
     """A C-contiguous NumPy array from a minicnn Tensor, NumPy/CuPy array or torch tensor."""
     if isinstance(value, Tensor):
-        value = value.data
+        value = value.array
     if is_cupy_array(value):
         value = to_numpy(value)
     elif type(value).__module__.startswith("torch"):

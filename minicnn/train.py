@@ -83,8 +83,8 @@ class _Running:
 
     def add(self, loss, logits, labels):
         n = labels.shape[0]
-        self.loss_sum = self.loss_sum + loss.data.astype("float64") * n
-        self.correct = self.correct + (logits.data.argmax(axis=1) == labels.data).sum()
+        self.loss_sum = self.loss_sum + loss.array.astype("float64") * n
+        self.correct = self.correct + (logits.array.argmax(axis=1) == labels.array).sum()
         self.seen += n
 
     def read(self):
@@ -130,8 +130,8 @@ def predict(model, loader):
     try:
         with no_grad():
             for x, y in loader:
-                preds.append(model(x).data.argmax(axis=1))
-                labels.append(y.data)
+                preds.append(model(x).array.argmax(axis=1))
+                labels.append(y.array)
     finally:
         model.train(was_training)
     return np.concatenate([to_numpy(p) for p in preds]), np.concatenate([to_numpy(t) for t in labels])
@@ -160,8 +160,8 @@ def _train_epoch(model, loader, optimizer, loss_fn, scheduler, epoch, epochs, pr
             _check_logits(out, y, "fit")
             loss = loss_fn(out, y)
             # On the CPU reading the loss costs nothing: stop before a NaN reaches the weights.
-            if not is_cupy_array(loss.data) and not math.isfinite(float(loss.data)):
-                raise _diverged(float(loss.data), epoch, batch, checkpoint)
+            if not is_cupy_array(loss.array) and not math.isfinite(float(loss.array)):
+                raise _diverged(float(loss.array), epoch, batch, checkpoint)
             loss.backward()
             optimizer.step()
             if step_each_batch:

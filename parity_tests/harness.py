@@ -115,7 +115,7 @@ def check_parity(
     assert len(mc_out) == len(th_out), f"{len(mc_out)} outputs vs PyTorch's {len(th_out)}"
     for i, (m, t) in enumerate(zip(mc_out, th_out)):
         assert m.device == mc.device(device), f"output {i} is on {m.device}, expected {device}"
-        assert str(m.dtype) == str(t.dtype).replace("torch.", ""), f"output {i}: dtype {m.dtype} vs {t.dtype}"
+        assert m.dtype.name == str(t.dtype).replace("torch.", ""), f"output {i}: dtype {m.dtype} vs {t.dtype}"
         assert_close(m.numpy(), t.detach().numpy(), rtol, f"output {i}")
 
     if check_grads and any(grad):

@@ -36,7 +36,7 @@ def layer_parity(make, x, *, device, dtype, train=True, extra=None, calls=1, rto
             args_m.append(mc.tensor(e, device=device))
             args_t.append(torch.from_numpy(e))
         out_m, out_t = mine(*args_m), ref(*args_t)
-        assert str(out_m.dtype) == dtype and out_m.device == mc.device(device)
+        assert out_m.dtype.name == dtype and out_m.device == mc.device(device)
         assert_close(out_m.numpy(), out_t.detach().numpy(), rtol, f"output (call {call})")
         u = rng.standard_normal(tuple(out_t.shape)).astype(dtype)
         (out_m * mc.tensor(u, device=device)).sum().backward()

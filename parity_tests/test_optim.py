@@ -215,10 +215,10 @@ def test_zero_grad_both_modes(device):
     opt = optim.SGD(params, lr=0.1)
     for p in params:
         p.grad = mc.tensor(np.full(p.shape, 2.0, dtype=np.float32), device=device)
-    arrays = [p.grad.data for p in params]
+    arrays = [p.grad.array for p in params]
     opt.zero_grad(set_to_none=False)
     for p, arr in zip(params, arrays):
-        assert p.grad.data is arr, "set_to_none=False must zero the grad array in place"
+        assert p.grad.array is arr, "set_to_none=False must zero the grad array in place"
         assert p.grad.dtype == np.float32
         np.testing.assert_array_equal(p.grad.numpy(), np.zeros(p.shape, np.float32))
     opt.zero_grad()
@@ -231,7 +231,7 @@ def test_zero_grad_both_modes(device):
 
 def test_update_is_in_place_and_step_returns_the_closure_loss(device):
     p = mc.tensor(np.arange(6.0).reshape(2, 3), device=device, requires_grad=True)
-    array = p.data
+    array = p.array
     opt = optim.SGD([p], lr=0.5)
 
     def closure():
@@ -242,7 +242,7 @@ def test_update_is_in_place_and_step_returns_the_closure_loss(device):
 
     loss = opt.step(closure)
     assert float(loss) == 55.0
-    assert p.data is array
+    assert p.array is array
     np.testing.assert_array_equal(p.numpy(), np.zeros((2, 3)))  # p - 0.5 * 2p
 
 
@@ -306,7 +306,7 @@ def test_params_on_two_devices_are_refused(device, monkeypatch):
     monkeypatch.setattr(
         optimizer_module,
         "device_of",
-        lambda arr: mc.device("cuda:0") if arr is b.data else real_device_of(arr),
+        lambda arr: mc.device("cuda:0") if arr is b.array else real_device_of(arr),
     )
     with pytest.raises(RuntimeError) as info:
         opt.step()

@@ -132,7 +132,7 @@ def test_detach_shares_data_but_cuts_the_graph():
     y = x * x.detach()  # gradient only through the first factor
     y.sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [1.0, 2.0])
-    assert x.detach().data is x.data
+    assert x.detach().array is x.array
 
 
 def test_no_grad_builds_no_graph_and_restores_the_mode():
@@ -226,7 +226,7 @@ def test_retain_graph_allows_a_second_backward_that_doubles_the_grad():
 def test_saved_buffers_are_freed_after_backward():
     x = mc.randn(10_000, dtype=mc.float64, requires_grad=True)
     h = x.exp()  # Exp saves its output; Sum keeps h as an input
-    big = weakref.ref(h.data)
+    big = weakref.ref(h.array)
     exp_fn = weakref.ref(h.grad_fn)
     loss = h.sum()
     del h
@@ -240,7 +240,7 @@ def test_saved_buffers_are_freed_after_backward():
 def test_retain_graph_keeps_saved_buffers():
     x = mc.randn(1_000, dtype=mc.float64, requires_grad=True)
     h = x.exp()
-    big = weakref.ref(h.data)
+    big = weakref.ref(h.array)
     loss = h.sum()
     del h
     loss.backward(retain_graph=True)
@@ -254,7 +254,7 @@ def test_no_grad_keeps_no_reference_to_inputs():
     with mc.no_grad():
         h = x.exp()
         y = h * 2
-    big = weakref.ref(h.data)
+    big = weakref.ref(h.array)
     del h
     assert big() is None and y.grad_fn is None
 

@@ -33,7 +33,8 @@ needs_no_gpu = pytest.mark.skipif(
 def test_device_parsing(spec, type_, index, text):
     d = Device(spec)
     assert (d.type, d.index, str(d)) == (type_, index, text)
-    assert repr(d) == f"device('{text}')"
+    expected = "device(type='cpu')" if type_ == "cpu" else f"device(type='cuda', index={index})"
+    assert repr(d) == expected  # as torch.device
     assert Device(d) == d and mc.device(spec) == d
     assert d == text and hash(d) == hash(Device(text))
 
@@ -121,8 +122,8 @@ def _on_fake_gpu(values):
 
 
 def test_fake_gpu_array_is_seen_on_cuda_1():
-    assert backend.is_cupy_array(_on_fake_gpu([1.0]).data)
-    assert device_of(_on_fake_gpu([1.0]).data) == "cuda:1"
+    assert backend.is_cupy_array(_on_fake_gpu([1.0]).array)
+    assert device_of(_on_fake_gpu([1.0]).array) == "cuda:1"
     assert _on_fake_gpu([1.0]).device == Device("cuda:1")
     assert device_of(np.zeros(1)) == "cpu"
 
@@ -154,7 +155,7 @@ def test_mixing_devices_is_checked_by_the_autograd_apply_via_device_of(monkeypat
 
     a, b = mc.tensor([1.0]), mc.tensor([2.0])
     real = autograd.device_of
-    monkeypatch.setattr(autograd, "device_of", lambda arr: Device("cuda:1") if arr is b.data else real(arr))
+    monkeypatch.setattr(autograd, "device_of", lambda arr: Device("cuda:1") if arr is b.array else real(arr))
     with pytest.raises(RuntimeError, match=r"Sub: .*found one on cpu and one on cuda:1.*tensor.to\('cpu'\)"):
         a - b
     monkeypatch.undo()

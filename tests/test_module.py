@@ -58,7 +58,7 @@ def test_state_dict_keys_match_torch():
         assert list(sd) == list(tsd)
         for k in sd:
             assert sd[k].shape == tuple(tsd[k].shape), k
-            assert str(sd[k].dtype) == str(tsd[k].dtype).replace("torch.", ""), k
+            assert str(sd[k].dtype) == str(tsd[k].dtype).replace("torch.", "minicnn."), k
         names = [n for n, _ in mine.named_parameters()]
         assert names == [n for n, _ in ref.named_parameters()]
         assert [n for n, _ in mine.named_buffers()] == [n for n, _ in ref.named_buffers()]

@@ -13,7 +13,8 @@ import minicnn as mc
 
 
 def _torch_dtype_name(t):
-    return str(t.dtype).replace("torch.", "")
+    """PyTorch's dtype as minicnn prints it: torch.float32 -> minicnn.float32."""
+    return str(t.dtype).replace("torch.", "minicnn.")
 
 
 # ====================================================================== properties and conversions
@@ -140,7 +141,7 @@ def test_to_and_conversion_methods():
 def test_clone_is_independent_and_differentiable():
     x = mc.tensor([1.0, 2.0], requires_grad=True)
     c = x.clone()
-    assert c.data is not x.data and c.grad_fn is not None
+    assert c.array is not x.array and c.grad_fn is not None
     c.data[0] = 10.0
     assert x.tolist() == [1.0, 2.0]
 
@@ -162,8 +163,8 @@ def test_repr_matches_torch_for_default_dtypes(data):
 
 
 def test_repr_shows_dtype_grad_and_grad_fn():
-    assert repr(mc.tensor([0.5], dtype=mc.float64)) == "tensor([0.5000], dtype=float64)"
-    assert repr(mc.tensor([1, 2], dtype=mc.int32)) == "tensor([1, 2], dtype=int32)"
+    assert repr(mc.tensor([0.5], dtype=mc.float64)) == "tensor([0.5000], dtype=minicnn.float64)"
+    assert repr(mc.tensor([1, 2], dtype=mc.int32)) == "tensor([1, 2], dtype=minicnn.int32)"
     x = mc.tensor([1.0, 2.0], requires_grad=True)
     assert repr(x) == "tensor([1., 2.], requires_grad=True)"
     assert repr(x * 2) == "tensor([2., 4.], grad_fn=<MulBackward>)"

@@ -118,9 +118,9 @@ def test_outputs_of_live_tensors_never_share_memory():
     outs = [F.relu(x * s) for s in (1.0, -1.0, 2.0)]
     for i, a in enumerate(outs):
         for b in outs[i + 1 :]:
-            assert not np.shares_memory(a.data, b.data)
-    np.testing.assert_array_equal(outs[0].data, np.maximum(x.data, 0))
-    np.testing.assert_array_equal(outs[1].data, np.maximum(-x.data, 0))
+            assert not np.shares_memory(a.array, b.array)
+    np.testing.assert_array_equal(outs[0].array, np.maximum(x.array, 0))
+    np.testing.assert_array_equal(outs[1].array, np.maximum(-x.array, 0))
 
 
 def _train_steps(pool_bytes, monkeypatch):
@@ -145,7 +145,7 @@ def _train_steps(pool_bytes, monkeypatch):
             loss.backward()
             losses.append(float(loss.item()))
         opt.step()
-    return losses, [p.data.copy() for p in model.parameters()]
+    return losses, [p.array.copy() for p in model.parameters()]
 
 
 def test_training_with_the_pool_matches_training_without_it(monkeypatch):

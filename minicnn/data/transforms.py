@@ -37,7 +37,7 @@ class Transform:
         from minicnn.tensor import Tensor
 
         is_tensor = isinstance(batch, Tensor)
-        x = batch.data if is_tensor else batch
+        x = batch.array if is_tensor else batch
         _check_batch(x, type(self).__name__)
         out = self.apply(x, generator if generator is not None else _random.cpu_generator())
         return Tensor._make(out) if is_tensor else out

@@ -63,7 +63,7 @@ def _calculate_fan_in_and_fan_out(tensor: Tensor) -> tuple[int, int]:
     if tensor.ndim < 2:
         raise ValueError(
             f"Fan in and fan out can not be computed for tensor with fewer than 2 dimensions "
-            f"(got shape {tensor.shape})"
+            f"(got shape {tuple(tensor.shape)})"
         )
     receptive_field = math.prod(tensor.shape[2:])
     return tensor.shape[1] * receptive_field, tensor.shape[0] * receptive_field
@@ -79,7 +79,8 @@ def _calculate_correct_fan(tensor: Tensor, mode: str) -> int:
 
 def _fill(tensor: Tensor, values) -> Tensor:
     """Overwrite ``tensor``'s array in place (no graph is recorded: initialisation is not differentiable)."""
-    tensor.data[...] = values
+    tensor.array[...] = values
+    tensor.bump_version()
     return tensor
 
 
@@ -88,7 +89,10 @@ def _samples(tensor: Tensor, kind: str):
     if not isinstance(tensor, Tensor):
         raise TypeError(f"nn.init expects a minicnn Tensor (or Parameter), got {type(tensor).__name__}")
     if tensor.dtype.kind != "f":
-        raise TypeError(f"nn.init: random initialisation needs a floating-point tensor, got {tensor.dtype}")
+        raise TypeError(
+            f"nn.init: random initialisation needs a floating-point tensor, got "
+            f"{tensor.dtype.name}"
+        )
     gen = _random.generator(tensor.device)
     dtype = tensor.dtype if tensor.dtype in (np.float32, np.float64) else np.float32
     if kind == "uniform":

@@ -66,7 +66,7 @@ def _addindent(text, spaces):
 def _raw_array(value, key):
     """The array inside a state-dict value: a minicnn Tensor, a NumPy/CuPy array or a torch tensor."""
     if isinstance(value, Tensor):
-        return value.data
+        return value.array
     if isinstance(value, np.ndarray) or is_cupy_array(value):
         return value
     if type(value).__module__.startswith("torch"):
@@ -352,7 +352,8 @@ class Module:
             if set_to_none:
                 p.grad = None
             else:
-                p.grad.data[...] = 0
+                p.grad.array[...] = 0
+                p.grad.bump_version()
 
     # ------------------------------------------------------------------ dtype and device
     def _apply(self, convert):
@@ -361,12 +362,12 @@ class Module:
             for p in m._parameters.values():
                 if p is None:
                     continue
-                p.data = convert(p.data)
+                p.array = convert(p.array)
                 if p.grad is not None:
-                    p.grad.data = convert(p.grad.data)
+                    p.grad.array = convert(p.grad.array)
             for b in m._buffers.values():
                 if b is not None:
-                    b.data = convert(b.data)
+                    b.array = convert(b.array)
         return self
 
     def to(self, *args, **kwargs):
@@ -423,10 +424,10 @@ class Module:
             head = module_prefix + ("." if module_prefix else "")
             for name, p in m._parameters.items():
                 if p is not None:
-                    destination[head + name] = p if keep_vars else Tensor._make(p.data)
+                    destination[head + name] = p if keep_vars else p.detach()
             for name, b in m._buffers.items():
                 if b is not None and name not in m._non_persistent_buffers:
-                    destination[head + name] = b if keep_vars else Tensor._make(b.data)
+                    destination[head + name] = b if keep_vars else b.detach()
         return destination
 
     def load_state_dict(self, state_dict, strict: bool = True):
@@ -470,7 +471,8 @@ class Module:
             )
         for target, value in pending:
             value = to_device(value, target.device)  # NumPy <-> CuPy as needed
-            target.data[...] = value.astype(target.dtype, copy=False)
+            target.array[...] = value.astype(target.array.dtype, copy=False)
+            target.bump_version()
         return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------ printing

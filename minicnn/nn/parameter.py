@@ -18,7 +18,8 @@ class Parameter(Tensor):
     def __init__(self, data=None, requires_grad=True):
         if data is None:
             data = Tensor._make(_as_array([], dtype="float32"))
-        self.data = data.data if isinstance(data, Tensor) else _as_array(data)
+        self.array = data.array if isinstance(data, Tensor) else _as_array(data)
+        self._vc = data._vc if isinstance(data, Tensor) else [0]
         self.grad = None
         self.grad_fn = None
         self.requires_grad = False

@@ -205,7 +205,7 @@ def _check_float(input, op):
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}: input must be a minicnn Tensor, got {type(input).__name__}")
     if input.dtype.kind != "f":
-        raise TypeError(f"{op}: input must be a floating-point tensor, got dtype {input.dtype}")
+        raise TypeError(f"{op}: input must be a floating-point tensor, got dtype {input.dtype.name}")
 
 
 def relu(input):

@@ -65,6 +65,8 @@ def _keepdim_shape(shape, axes):
 class Add(Function):
     """out = a + b.   dL/da = g,  dL/db = g  (each summed back to its own shape)."""
 
+    saved_inputs = ()
+
     def forward(self, a, b):
         self.shapes = (_shape(a), _shape(b))
         return a + b
@@ -79,6 +81,8 @@ class Add(Function):
 
 class Sub(Function):
     """out = a - b.   dL/da = g,  dL/db = -g."""
+
+    saved_inputs = ()
 
     def forward(self, a, b):
         self.shapes = (_shape(a), _shape(b))
@@ -129,6 +133,8 @@ class Div(Function):
 class Neg(Function):
     """out = -a.   dL/da = -g."""
 
+    saved_inputs = ()
+
     def forward(self, a):
         return -a
 
@@ -173,6 +179,8 @@ def pow(a, b):
 class Exp(Function):
     """out = exp(a).   dL/da = g * out."""
 
+    saved_inputs, saves_output = (), True
+
     def forward(self, a):
         self.out = get_array_module(a).exp(a)
         return self.out
@@ -194,6 +202,8 @@ class Log(Function):
 
 class Sqrt(Function):
     """out = sqrt(a).   dL/da = g / (2 * out)."""
+
+    saved_inputs, saves_output = (), True
 
     def forward(self, a):
         self.out = get_array_module(a).sqrt(a)
@@ -217,6 +227,8 @@ class Abs(Function):
 class Clamp(Function):
     """out = min(max(a, lo), hi).   dL/da = g where lo < a < hi, else 0.
     At a bound the gradient is 0 (the minimum-norm subgradient, as PyTorch >= 2.14, relu and hardtanh)."""
+
+    saved_inputs = ()  # backward reads the mask only
 
     def forward(self, a, lo=None, hi=None):
         xp = get_array_module(a)
@@ -246,9 +258,11 @@ def clamp(a, min=None, max=None):
 class Where(Function):
     """out = cond ? a : b.   dL/da = g where cond, dL/db = g where not cond."""
 
+    saved_inputs = ()  # a copy of the condition is kept
+
     def forward(self, cond, a, b):
         xp = get_array_module(cond, a, b)
-        self.cond = cond.astype(bool, copy=False)
+        self.cond = cond.astype(bool)
         self.shapes = (_shape(a), _shape(b))
         return xp.where(self.cond, a, b)
 
@@ -301,13 +315,15 @@ class MatMul(Function):
 def matmul(a, b):
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(
-            f"matmul: both operands need at least 1 dimension, got shapes {a.shape} and {b.shape}"
+            f"matmul: both operands need at least 1 dimension, got shapes {tuple(a.shape)} and "
+            f"{tuple(b.shape)}"
         )
     k_a = a.shape[-1]
     k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
     if k_a != k_b:
         raise ValueError(
-            f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied: the last dimension of the "
+            f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be multiplied: the last "
+            f"dimension of the "
             f"first ({k_a}) must equal the {'only' if b.ndim == 1 else 'second-to-last'} dimension "
             f"of the second ({k_b})"
         )
@@ -316,7 +332,7 @@ def matmul(a, b):
             np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         except ValueError:
             raise ValueError(
-                f"matmul: batch dimensions of shapes {a.shape} and {b.shape} do not broadcast"
+                f"matmul: batch dimensions of shapes {tuple(a.shape)} and {tuple(b.shape)} do not broadcast"
             ) from None
     return MatMul.apply(a, b)
 
@@ -324,6 +340,8 @@ def matmul(a, b):
 # ====================================================================== reductions
 class Sum(Function):
     """out = sum of a over ``dim``.   dL/da = g broadcast back to a's shape."""
+
+    saved_inputs = ()
 
     def forward(self, a, dim=None, keepdim=False):
         self.axes = _normalize_dims(dim, a.ndim, "sum")
@@ -337,6 +355,8 @@ class Sum(Function):
 
 class Mean(Function):
     """out = mean of a over ``dim``.   dL/da = g / (number of averaged elements), broadcast back."""
+
+    saved_inputs = ()
 
     def forward(self, a, dim=None, keepdim=False):
         self.axes = _normalize_dims(dim, a.ndim, "mean")
@@ -379,6 +399,8 @@ class AMax(Function):
 class MaxDim(Function):
     """out = max (or min) of a along one ``dim``, with the index of the first extreme.
     dL/da = g routed to that index only (as torch.max(dim))."""
+
+    saved_inputs = ()
 
     def forward(self, a, dim, keepdim=False, minimum=False):
         xp = get_array_module(a)
@@ -423,8 +445,8 @@ def argmax(a, dim=None, keepdim=False, minimum=False):
     xp = a._xp
     f = xp.argmin if minimum else xp.argmax
     if dim is None:
-        return Tensor._make(xp.asarray(f(a.data)).astype(np.int64))
-    out = f(a.data, axis=dim)
+        return Tensor._make(xp.asarray(f(a.array)).astype(np.int64))
+    out = f(a.array, axis=dim)
     if keepdim:
         out = xp.expand_dims(out, dim)
     return Tensor._make(out.astype(np.int64))
@@ -433,6 +455,8 @@ def argmax(a, dim=None, keepdim=False, minimum=False):
 # ====================================================================== shape ops
 class Reshape(Function):
     """out = a viewed with a new shape.   dL/da = g reshaped back."""
+
+    saved_inputs, is_view = (), True
 
     def forward(self, a, shape):
         self.in_shape = a.shape
@@ -448,10 +472,27 @@ class Reshape(Function):
         return g.reshape(self.in_shape)
 
 
-def _shape_args(shape):
+def check_size(value, what="size", op="reshape"):
+    """One dimension of a shape as an int: ints (and one-element integer tensors) only. Floats and
+    strings are refused, as in PyTorch, instead of being truncated or parsed."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        index = getattr(value, "__index__", None)
+        if index is not None and not isinstance(value, (bool, np.bool_, float, np.floating)):
+            try:
+                return int(index())
+            except TypeError:
+                pass
+        raise TypeError(
+            f"{op}(): argument '{what}' must be a tuple of ints, but found element of type "
+            f"{type(value).__name__} ({value!r})"
+        )
+    return int(value)
+
+
+def _shape_args(shape, op="reshape"):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        return tuple(shape[0])
-    return tuple(int(s) for s in shape)
+        shape = tuple(shape[0])
+    return tuple(check_size(s, "shape", op) for s in shape)
 
 
 def reshape(a, *shape):
@@ -484,6 +525,8 @@ def squeeze(a, dim=None):
 class Permute(Function):
     """out = a with its axes reordered.   dL/da = g with the inverse order."""
 
+    saved_inputs, is_view = (), True
+
     def forward(self, a, dims):
         self.inverse = tuple(int(i) for i in np.argsort(dims))
         return a.transpose(dims)
@@ -493,9 +536,12 @@ class Permute(Function):
 
 
 def permute(a, *dims):
-    dims = _shape_args(dims)
+    dims = _shape_args(dims, "permute")
     if sorted(_wrap_dim(d, a.ndim, "permute") for d in dims) != list(range(a.ndim)):
-        raise ValueError(f"permute: {dims} is not a permutation of the {a.ndim} dims of shape {a.shape}")
+        raise ValueError(
+            f"permute: {dims} is not a permutation of the {a.ndim} dims of shape "
+            f"{tuple(a.shape)}"
+        )
     return Permute.apply(a, dims=tuple(d % a.ndim for d in dims))
 
 
@@ -509,6 +555,8 @@ def transpose(a, dim0, dim1):
 class Expand(Function):
     """out = a broadcast to a larger shape.   dL/da = g summed over the broadcast dims."""
 
+    saved_inputs, is_view = (), True
+
     def forward(self, a, shape):
         self.in_shape = a.shape
         return get_array_module(a).broadcast_to(a, shape)
@@ -518,7 +566,7 @@ class Expand(Function):
 
 
 def expand(a, *shape):
-    shape = list(_shape_args(shape))
+    shape = list(_shape_args(shape, "expand"))
     lead = len(shape) - a.ndim
     for i in range(a.ndim):
         if shape[lead + i] == -1:
@@ -541,6 +589,8 @@ class GetItem(Function):
     """out = a[index].   dL/da = zeros with g written (basic index) or added (integer arrays,
     where repeated indices must sum) at the indexed places."""
 
+    saved_inputs, is_view = (), True  # a view for basic indices (apply checks the memory)
+
     def forward(self, a, index):
         self.in_shape, self.index = a.shape, index
         self.dtype = a.dtype
@@ -556,22 +606,77 @@ class GetItem(Function):
         return grad
 
 
-def getitem(a, index):
+def convert_index(a, index):
+    """An index for ``a``'s array: Tensors become their arrays, lists and NumPy index arrays move
+    to ``a``'s device."""
     from minicnn.tensor import Tensor
 
     def conv(i):
         if isinstance(i, Tensor):
-            return i.data
-        if isinstance(i, (list, np.ndarray)):  # NumPy index arrays move to the tensor's device
+            return a._xp.asarray(i.array)
+        if isinstance(i, (list, np.ndarray)):
             return a._xp.asarray(i)
         return i
 
-    index = tuple(conv(i) for i in index) if isinstance(index, tuple) else conv(index)
-    return GetItem.apply(a, index=index)
+    return tuple(conv(i) for i in index) if isinstance(index, tuple) else conv(index)
+
+
+def getitem(a, index):
+    return GetItem.apply(a, index=convert_index(a, index))
+
+
+class SetItem(Function):
+    """out = a copy of ``dst`` with ``value`` written at ``index`` (``t[index] = value`` in the graph).
+    dL/d(dst) = g with zeros at the written places,  dL/d(value) = g at those places (summed back
+    to value's shape)."""
+
+    saved_inputs = ()
+
+    def forward(self, dst, value, index):
+        self.index, self.value_shape = index, _shape(value)
+        out = dst.copy()
+        out[index] = value
+        return out
+
+    def backward(self, g):
+        need_dst, need_value = self.needs_input_grad[:2]
+        gd = gv = None
+        if need_dst:
+            gd = g.copy()
+            gd[self.index] = 0
+        if need_value:
+            gv = unbroadcast(g[self.index], self.value_shape)
+        return gd, gv
+
+
+class CopyFrom(Function):
+    """out = ``src`` broadcast to ``dst``'s shape and cast to its dtype (``dst.copy_(src)``).
+    dL/d(dst) = 0 (its old values are gone),  dL/d(src) = g summed back to src's shape."""
+
+    saved_inputs = ()
+
+    def forward(self, dst, src):
+        self.src_shape = _shape(src)
+        self.src_dtype = getattr(src, "dtype", None)
+        out = get_array_module(dst).empty_like(dst)
+        out[...] = src
+        return out
+
+    def backward(self, g):
+        need_dst, need_src = self.needs_input_grad[:2]
+        gd = get_array_module(g).zeros_like(g) if need_dst else None
+        gs = None
+        if need_src:
+            gs = unbroadcast(g, self.src_shape)
+            if self.src_dtype is not None and gs.dtype != self.src_dtype:
+                gs = gs.astype(self.src_dtype)
+        return gd, gs
 
 
 class Cat(Function):
     """out = the inputs joined along ``dim``.   dL/d(input_i) = the slice of g that input_i fills."""
+
+    saved_inputs = ()
 
     def forward(self, *arrays, dim=0):
         xp = get_array_module(*arrays)
@@ -587,6 +692,8 @@ class Cat(Function):
 class Stack(Function):
     """out = the inputs stacked along a new ``dim``.   dL/d(input_i) = g indexed at i along ``dim``."""
 
+    saved_inputs = ()
+
     def forward(self, *arrays, dim=0):
         xp = get_array_module(*arrays)
         self.axis = dim % (arrays[0].ndim + 1)
@@ -600,7 +707,7 @@ class Stack(Function):
 def _check_same_shapes(tensors, op, skip_dim=None):
     if not tensors:
         raise ValueError(f"{op}: expected a non-empty sequence of tensors")
-    ref = tensors[0].shape
+    ref = tuple(tensors[0].shape)
     for t in tensors[1:]:
         same = len(t.shape) == len(ref) and all(
             a == b
@@ -608,7 +715,7 @@ def _check_same_shapes(tensors, op, skip_dim=None):
             if skip_dim is None or i != skip_dim % len(ref)
         )
         if not same:
-            raise ValueError(f"{op}: all tensors must have matching shapes, got {ref} and {t.shape}")
+            raise ValueError(f"{op}: all tensors must have matching shapes, got {ref} and {tuple(t.shape)}")
 
 
 def cat(tensors, dim=0):
@@ -631,6 +738,8 @@ def stack(tensors, dim=0):
 class Cast(Function):
     """out = a converted to ``dtype``.   dL/da = g converted back to a's dtype."""
 
+    saved_inputs = ()
+
     def forward(self, a, dtype):
         self.in_dtype = a.dtype
         return a.astype(dtype)
@@ -641,6 +750,8 @@ class Cast(Function):
 
 class ToDevice(Function):
     """out = a copied to ``device``.   dL/da = g copied back to a's device."""
+
+    saved_inputs = ()
 
     def forward(self, a, device):
         self.src = device_of(a)
@@ -653,8 +764,122 @@ class ToDevice(Function):
 class Clone(Function):
     """out = a copy of a.   dL/da = g."""
 
+    saved_inputs = ()
+
     def forward(self, a):
         return a.copy()
 
     def backward(self, g):
         return g
+
+
+# ====================================================================== composite reductions and splits
+def var(a, dim=None, unbiased=None, keepdim=False, correction=None):
+    """Variance over ``dim`` with ``correction`` (1 = Bessel's, the default; ``unbiased=False`` is 0),
+    built from differentiable ops: sum((a - mean)^2) / (n - correction)."""
+    if unbiased is not None and correction is not None:
+        raise ValueError("var/std: give either unbiased or correction, not both")
+    correction = (1 if unbiased is None or unbiased else 0) if correction is None else correction
+    if a.dtype.kind not in "fc":
+        raise RuntimeError(f"std and var only support floating point and complex dtypes, got {a.dtype.name}")
+    axes = _normalize_dims(dim, a.ndim, "var")
+    n = a.numel() if axes is None else int(np.prod([a.shape[i] for i in axes]))
+    centered = a - a.mean(dim=axes, keepdim=True)
+    total = (centered * centered).sum(dim=axes, keepdim=keepdim)
+    return total / max(n - correction, 0) if n - correction > 0 else total * float("nan")
+
+
+class TakeAlong(Function):
+    """out = a's values at ``indices`` along ``axis`` (a gather).
+    dL/da = g put back at those indices (they are distinct along the axis), zeros elsewhere."""
+
+    saved_inputs = ()
+
+    def forward(self, a, indices, axis):
+        self.indices, self.axis, self.in_shape = indices, axis, a.shape
+        return get_array_module(a).take_along_axis(a, indices, axis=axis)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        grad = xp.zeros(self.in_shape, dtype=g.dtype)
+        xp.put_along_axis(grad, self.indices, g, axis=self.axis)
+        return grad
+
+
+TopKResult = namedtuple("topk", ["values", "indices"])
+
+
+def topk(a, k, dim=-1, largest=True, sorted=True):
+    """The ``k`` largest (or smallest) values along ``dim`` and their indices, largest first."""
+    from minicnn.tensor import Tensor
+
+    axis = _wrap_dim(dim, a.ndim, "topk")
+    size = a.shape[axis] if a.ndim else 1
+    k = check_size(k, "k", "topk")
+    if not 0 <= k <= size:
+        raise RuntimeError(f"topk: k ({k}) is out of range for dimension {dim} of size {size}")
+    xp = a._xp
+    keys = -a.array if largest else a.array
+    order = xp.argsort(keys, axis=axis, kind="stable")
+    idx = xp.take(order, xp.arange(k), axis=axis)
+    return TopKResult(TakeAlong.apply(a, idx, axis=axis), Tensor._make(idx.astype(np.int64)))
+
+
+class Repeat(Function):
+    """out = a tiled ``reps`` times along each axis (``Tensor.repeat``).
+    dL/da = g cut into the tiles and the tiles summed."""
+
+    saved_inputs = ()
+
+    def forward(self, a, reps):
+        self.reps = reps
+        self.in_shape = (1,) * (len(reps) - a.ndim) + tuple(a.shape)
+        self.orig_shape = a.shape
+        return get_array_module(a).tile(a.reshape(self.in_shape), reps)
+
+    def backward(self, g):
+        split = []
+        for r, n in zip(self.reps, self.in_shape):
+            split += [r, n]
+        tiles = g.reshape(split)
+        return tiles.sum(axis=tuple(range(0, len(split), 2))).reshape(self.orig_shape)
+
+
+def repeat(a, *sizes):
+    reps = _shape_args(sizes, "repeat")
+    if len(reps) < a.ndim:
+        raise RuntimeError(
+            f"repeat: the number of repeats ({len(reps)}) can not be smaller than the number of "
+            f"dimensions of the tensor ({a.ndim})"
+        )
+    return Repeat.apply(a, reps=reps)
+
+
+def split(a, split_size, dim=0):
+    """Pieces of ``split_size`` along ``dim`` (the last one smaller), or of the listed sizes."""
+    axis = _wrap_dim(dim, a.ndim, "split")
+    n = a.shape[axis]
+    if isinstance(split_size, (list, tuple)):
+        sizes = [check_size(s, "split_size", "split") for s in split_size]
+        if sum(sizes) != n:
+            raise RuntimeError(f"split: the sizes {list(sizes)} do not add up to {n} along dim {dim}")
+    else:
+        step = check_size(split_size, "split_size", "split")
+        if step <= 0:
+            raise RuntimeError(f"split: split_size must be positive, got {step}")
+        sizes = [min(step, n - i) for i in range(0, n, step)]
+    pieces, start = [], 0
+    for size in sizes:
+        index = (slice(None),) * axis + (slice(start, start + size),)
+        pieces.append(getitem(a, index))
+        start += size
+    return tuple(pieces)
+
+
+def chunk(a, chunks, dim=0):
+    """``chunks`` pieces along ``dim`` of ceil(n / chunks) each (fewer when they run out), as torch.chunk."""
+    chunks = check_size(chunks, "chunks", "chunk")
+    if chunks <= 0:
+        raise RuntimeError(f"chunk expects `chunks` to be greater than 0, got: {chunks}")
+    n = a.shape[_wrap_dim(dim, a.ndim, "chunk")]
+    return split(a, max(1, -(-n // chunks)), dim)

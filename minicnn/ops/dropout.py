@@ -53,7 +53,7 @@ def _check_input(input, op):
     if not isinstance(input, Tensor):
         raise TypeError(f"{op}: input must be a minicnn Tensor, got {type(input).__name__}")
     if input.dtype.kind != "f":
-        raise TypeError(f"{op}: input must be a floating-point tensor, got dtype {input.dtype}")
+        raise TypeError(f"{op}: input must be a floating-point tensor, got dtype {input.dtype.name}")
 
 
 def dropout(input, p=0.5, training=True):

@@ -60,7 +60,7 @@ def linear(input, weight, bias=None):
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.dtype != input.dtype:
             raise TypeError(
-                f"linear: {name} has dtype {t.dtype} but the input has dtype {input.dtype}; "
+                f"linear: {name} has dtype {t.dtype.name} but the input has dtype {input.dtype.name}; "
                 "convert one of them (e.g. .to(input.dtype))"
             )
     return Linear.apply(input, weight, bias)

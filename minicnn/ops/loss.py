@@ -188,10 +188,13 @@ def _check_weight(weight, input, op):
             f"{tuple(input.shape)}, got shape {tuple(weight.shape)}"
         )
     if weight.dtype != input.dtype:
-        raise TypeError(f"{op}: weight has dtype {weight.dtype} but the input has dtype {input.dtype}")
+        raise TypeError(
+            f"{op}: weight has dtype {weight.dtype.name} but the input has dtype "
+            f"{input.dtype.name}"
+        )
     if weight.device != input.device:
         raise RuntimeError(f"{op}: weight is on {weight.device} but the input is on {input.device}")
-    return weight.data
+    return weight.array
 
 
 def _check_class_targets(input, target, ignore_index, op):
@@ -203,7 +206,7 @@ def _check_class_targets(input, target, ignore_index, op):
             f"must have shape {expected}, got {tuple(target.shape)}"
         )
     c = input.shape[1]
-    t = target.data
+    t = target.array
     bad = (t != ignore_index) & ((t < 0) | (t >= c))
     if bool(bad.any()):
         value = int(t[bad].reshape(-1)[0])
@@ -241,7 +244,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     _check_tensor(target, "target", op)
     _check_reduction(reduction, op)
     if input.dtype.kind != "f":
-        raise TypeError(f"{op}: input must hold floating-point logits, got dtype {input.dtype}")
+        raise TypeError(f"{op}: input must hold floating-point logits, got dtype {input.dtype.name}")
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"{op}: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}")
     input, target, single = _unbatched(input, target, op)
@@ -253,12 +256,16 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
                 f"{(input.shape[0],) + tuple(input.shape[2:])} pass an integer tensor (target.long())."
             )
         if target.dtype != input.dtype:
-            raise TypeError(f"{op}: target has dtype {target.dtype} but the input has dtype {input.dtype}")
+            raise TypeError(
+                f"{op}: target has dtype {target.dtype.name} but the input has dtype "
+                f"{input.dtype.name}"
+            )
     elif target.dtype.kind in "iu":
         _check_class_targets(input, target, ignore_index, op)
     else:
         raise TypeError(
-            f"{op}: target must hold integer class indices or float probabilities, got dtype {target.dtype}"
+            f"{op}: target must hold integer class indices or float probabilities, got dtype "
+            f"{target.dtype.name}"
         )
     out = CrossEntropy.apply(
         input,
@@ -278,9 +285,12 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     _check_tensor(target, "target", op)
     _check_reduction(reduction, op)
     if input.dtype.kind != "f":
-        raise TypeError(f"{op}: input must hold floating-point log-probabilities, got dtype {input.dtype}")
+        raise TypeError(
+            f"{op}: input must hold floating-point log-probabilities, got dtype "
+            f"{input.dtype.name}"
+        )
     if target.dtype.kind not in "iu":
-        raise TypeError(f"{op}: target must hold integer class indices, got dtype {target.dtype}")
+        raise TypeError(f"{op}: target must hold integer class indices, got dtype {target.dtype.name}")
     input, target, single = _unbatched(input, target, op)
     _check_class_targets(input, target, ignore_index, op)
     out = NLLLoss.apply(
@@ -305,5 +315,5 @@ def mse_loss(input, target, reduction="mean"):
             f"{tuple(target.shape)} (minicnn does not broadcast them silently)"
         )
     if input.dtype != target.dtype:
-        raise TypeError(f"{op}: input has dtype {input.dtype} but target has dtype {target.dtype}")
+        raise TypeError(f"{op}: input has dtype {input.dtype.name} but target has dtype {target.dtype.name}")
     return MSELoss.apply(input, target, reduction=reduction)

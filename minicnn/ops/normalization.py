@@ -201,7 +201,7 @@ def batch_norm(
             f"got shape {_shape_text(input.shape)}"
         )
     if input.dtype.kind != "f":
-        raise TypeError(f"batch_norm: input must be a floating-point tensor, got dtype {input.dtype}")
+        raise TypeError(f"batch_norm: input must be a floating-point tensor, got dtype {input.dtype.name}")
     if momentum is None or isinstance(momentum, bool) or not isinstance(momentum, (int, float)):
         raise TypeError(
             f"batch_norm: momentum must be a float factor, got {momentum!r}. (For the cumulative moving "
@@ -230,7 +230,7 @@ def batch_norm(
         check_vector(name, t)
         if t is not None and t.dtype != input.dtype:
             raise TypeError(
-                f"batch_norm: {name} has dtype {t.dtype} but the input has dtype {input.dtype}; "
+                f"batch_norm: {name} has dtype {t.dtype.name} but the input has dtype {input.dtype.name}; "
                 "convert one of them (e.g. .to(input.dtype))"
             )
     if (running_mean is None) != (running_var is None):
@@ -251,8 +251,8 @@ def batch_norm(
         input,
         weight,
         bias,
-        running_mean=None if running_mean is None else running_mean.data,
-        running_var=None if running_var is None else running_var.data,
+        running_mean=None if running_mean is None else running_mean.array,
+        running_var=None if running_var is None else running_var.array,
         training=bool(training),
         momentum=float(momentum),
         eps=float(eps),

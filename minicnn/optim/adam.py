@@ -53,7 +53,7 @@ class Adam(Optimizer):
         super().__init__(params, defaults)
 
     def _update(self, p, grad, group):
-        param = p.data
+        param = p.array
         xp = get_array_module(param)
         lr, eps, weight_decay = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
         beta1, beta2 = float(group["betas"][0]), float(group["betas"][1])

@@ -3,7 +3,7 @@
 An optimizer holds *parameter groups*: dicts with a ``"params"`` list plus the options
 (``lr``, ``momentum``, ...) that apply to those parameters. ``step()`` walks every parameter
 that has a gradient and calls the subclass's ``_update(p, grad, group)``, which changes
-``p.data`` in place with raw NumPy/CuPy arithmetic (no graph is recorded).
+``p.array`` in place with raw NumPy/CuPy arithmetic (no graph is recorded).
 Per-parameter buffers (momentum, running averages) live in ``self.state[p]``.
 
 ``state_dict()`` / ``load_state_dict()`` follow PyTorch's layout: parameters are replaced by
@@ -47,7 +47,8 @@ class Optimizer:
         if isinstance(params, Tensor):
             raise TypeError(
                 f"{name}: params should be an iterable of Tensors or of dicts (parameter groups), "
-                f"but got a single Tensor of shape {params.shape}. Pass [tensor] or model.parameters()."
+                f"but got a single Tensor of shape {tuple(params.shape)}. Pass [tensor] or "
+                f"model.parameters()."
             )
         if isinstance(params, (set, dict)):
             raise TypeError(
@@ -91,7 +92,8 @@ class Optimizer:
                 )
             if not p.is_leaf:
                 raise ValueError(
-                    f"{name} can't optimize a non-leaf Tensor (shape {p.shape}, made by {p.grad_fn!r}); "
+                    f"{name} can't optimize a non-leaf Tensor (shape {tuple(p.shape)}, made by "
+                    f"{p.grad_fn!r}); "
                     "optimize the leaf tensors it was computed from."
                 )
         group["params"] = params
@@ -120,7 +122,8 @@ class Optimizer:
                     p.grad = None
                 else:
                     p.grad.detach_()
-                    p.grad.data.fill(0)
+                    p.grad.array.fill(0)
+                    p.grad.bump_version()
 
     # ------------------------------------------------------------------ the step
     def step(self, closure=None):
@@ -135,11 +138,12 @@ class Optimizer:
             for group in self.param_groups:
                 for p in group["params"]:
                     if p.grad is not None:
-                        self._update(p, p.grad.data, group)
+                        self._update(p, p.grad.array, group)
+                        p.bump_version()  # backward through a graph that saved p now raises
         return loss
 
     def _update(self, p: Tensor, grad, group: dict) -> None:  # pragma: no cover - subclasses override it
-        """Change ``p.data`` in place from ``grad`` (never modify ``grad``); options come from ``group``."""
+        """Change ``p.array`` in place from ``grad`` (never modify ``grad``); options come from ``group``."""
         raise NotImplementedError(f"{type(self).__name__} must implement _update")
 
     def _check_same_device(self) -> None:
@@ -147,7 +151,7 @@ class Optimizer:
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
-                    shapes_by_device.setdefault(str(device_of(p.data)), []).append(tuple(p.data.shape))
+                    shapes_by_device.setdefault(str(device_of(p.array)), []).append(tuple(p.array.shape))
         if len(shapes_by_device) > 1:
             found = "; ".join(
                 f"{dev}: shapes {', '.join(map(str, shapes))}" for dev, shapes in shapes_by_device.items()
@@ -230,11 +234,11 @@ def _restore_value(value, p: Tensor):
         return {k: _restore_value(v, p) for k, v in value.items()}
     if not _is_array(value):
         return copy.deepcopy(value)
-    if value.dtype.kind == "f" and p.data.dtype.kind == "f":
-        value = value.astype(p.data.dtype)  # astype copies
+    if value.dtype.kind == "f" and p.array.dtype.kind == "f":
+        value = value.astype(p.array.dtype)  # astype copies
     else:
         value = value.copy()
-    return to_device(value, device_of(p.data))
+    return to_device(value, device_of(p.array))
 
 
 def _check_at_least(optimizer: str, what: str, value, low: float) -> None:

@@ -46,7 +46,7 @@ class RMSprop(Optimizer):
         super().__init__(params, defaults)
 
     def _update(self, p, grad, group):
-        param = p.data
+        param = p.array
         xp = get_array_module(param)
         lr, alpha, eps = float(group["lr"]), float(group["alpha"]), float(group["eps"])
         weight_decay, momentum = float(group["weight_decay"]), float(group["momentum"])

@@ -37,7 +37,7 @@ class SGD(Optimizer):
         super().__init__(params, defaults)
 
     def _update(self, p, grad, group):
-        param = p.data
+        param = p.array
         lr, momentum = float(group["lr"]), float(group["momentum"])
         weight_decay, dampening = float(group["weight_decay"]), float(group["dampening"])
         if group["maximize"]:

@@ -35,4 +35,7 @@ def check_input(layer, x, ndims, expected, channels=None, hint=""):
     check_tensor(layer, x)
     ok = x.ndim in ndims and (channels is None or x.shape[1] == channels)
     if not ok:
-        raise ValueError(f"{layer_name(layer)}: expected input of shape {expected}, got {x.shape}{hint}")
+        raise ValueError(
+            f"{layer_name(layer)}: expected input of shape {expected}, got "
+            f"{tuple(x.shape)}{hint}"
+        )

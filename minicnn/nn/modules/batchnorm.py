@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minicnn.autograd import no_grad
 from minicnn.creation import ones, tensor, zeros
 from minicnn.nn import functional as F
 from minicnn.nn.module import Module
@@ -56,16 +57,18 @@ class _BatchNorm(Module):
 
     def reset_running_stats(self) -> None:
         if self.track_running_stats:
-            self.running_mean.data[...] = 0
-            self.running_var.data[...] = 1
-            self.num_batches_tracked.data[...] = 0
+            self.running_mean.zero_()
+            self.running_var.fill_(1)
+            self.num_batches_tracked.zero_()
 
     def reset_parameters(self) -> None:
         self.reset_running_stats()
         if self.weight is not None:
-            self.weight.data[...] = 1
+            with no_grad():
+                self.weight.fill_(1)
         if self.bias is not None:
-            self.bias.data[...] = 0
+            with no_grad():
+                self.bias.zero_()
 
     def extra_repr(self):
         return (
@@ -76,16 +79,16 @@ class _BatchNorm(Module):
     def forward(self, input):
         expected = self._expected.format(C=self.num_features)
         check_input(self, input, self._layouts, expected, channels=self.num_features)
-        if self.training and input.data.size // self.num_features <= 1:
+        if self.training and input.numel() // self.num_features <= 1:
             raise ValueError(
                 f"{layer_name(self)}: expected more than 1 value per channel when training, got input of "
-                f"shape {input.shape} (use a batch of at least 2, or call model.eval())"
+                f"shape {tuple(input.shape)} (use a batch of at least 2, or call model.eval())"
             )
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
-            self.num_batches_tracked.data += 1
+            self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average
-                factor = 1.0 / float(self.num_batches_tracked.data)
+                factor = 1.0 / float(self.num_batches_tracked.array)
         # Batch statistics while training, or when there are no running statistics to use.
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         keep_running = not self.training or self.track_running_stats

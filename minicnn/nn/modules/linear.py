@@ -58,7 +58,7 @@ class Linear(Module):
             hint = " -- add nn.Flatten() before it" if input.ndim > 2 else ""
             raise ValueError(
                 f"{layer_name(self)}: expected input of shape (N, {self.in_features}) "
-                f"(or (*, {self.in_features})), got {input.shape}{hint}"
+                f"(or (*, {self.in_features})), got {tuple(input.shape)}{hint}"
             )
         return F.linear(input, self.weight, self.bias)
 

@@ -50,24 +50,24 @@ class _WeightedLoss(_Loss):
         if self.weight is not None and self.weight.shape != (num_classes,):
             raise ValueError(
                 f"{name}: weight must have one entry per class, shape ({num_classes},), "
-                f"got {self.weight.shape}"
+                f"got {tuple(self.weight.shape)}"
             )
-        expected = input.shape[:1] + input.shape[2:] if input.ndim >= 2 else ()
+        expected = tuple(input.shape[:1] + input.shape[2:]) if input.ndim >= 2 else ()
         if target.dtype.kind in "iu":
             if target.shape != expected:
                 raise ValueError(
-                    f"{name}: for input of shape {input.shape} expected class-index target of shape "
+                    f"{name}: for input of shape {tuple(input.shape)} expected class-index target of shape "
                     f"{expected}, "
-                    f"got {target.shape}"
+                    f"got {tuple(target.shape)}"
                 )
         elif target.dtype.kind == "f" and probabilities_allowed:
             if target.shape != input.shape:
                 raise ValueError(
-                    f"{name}: a probability target must have the input's shape {input.shape}, "
-                    f"got {target.shape}"
+                    f"{name}: a probability target must have the input's shape {tuple(input.shape)}, "
+                    f"got {tuple(target.shape)}"
                 )
         else:
-            raise TypeError(f"{name}: expected an int64 class-index target, got dtype {target.dtype}")
+            raise TypeError(f"{name}: expected an int64 class-index target, got dtype {target.dtype.name}")
 
 
 class CrossEntropyLoss(_WeightedLoss):
@@ -129,6 +129,6 @@ class MSELoss(_Loss):
         if input.shape != target.shape:
             raise ValueError(
                 f"MSELoss: input and target must have the same shape (no silent broadcasting), "
-                f"got input {input.shape} and target {target.shape}"
+                f"got input {tuple(input.shape)} and target {tuple(target.shape)}"
             )
         return F.mse_loss(input, target, reduction=self.reduction)
