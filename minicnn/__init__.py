@@ -52,6 +52,7 @@ from minicnn.dtypes import (
     short,
     uint8,
 )
+from minicnn.kernels import use_kernels
 from minicnn.ops.activation import log_softmax, relu, sigmoid, softmax, tanh
 from minicnn.ops.basic import (
     cat,

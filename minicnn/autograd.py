@@ -21,9 +21,14 @@ import functools
 import weakref
 from time import perf_counter
 
+import numpy as np
+
 from minicnn.backend import device_of
 
 _grad_enabled = True
+
+# Set by minicnn.kernels: run an op's compiled twin (Function.compiled) on NumPy arrays.
+_kernels_enabled = False
 
 # Set by minicnn.profiler while a profile is being recorded: an object with
 # ``record(op_name, phase, seconds)`` and ``sync()`` (waits for the GPU). None = no profiling.
@@ -108,18 +113,25 @@ class Function:
     saved_inputs: tuple | None = None
     saves_output: bool = False
     is_view: bool = False
+    # The kernels tier's twin of this op (a subclass whose forward/backward run compiled loops),
+    # registered by minicnn/kernels; None for ops without one. See minicnn/kernels/__init__.py.
+    compiled = None
 
     @classmethod
     def apply(cls, *args, **kwargs):
         from minicnn.tensor import Tensor
 
-        fn = cls()
         tensors = [a for a in args if isinstance(a, Tensor)]
         if len(tensors) > 1:
             _check_same_device(cls.__name__, tensors)
+        raw = [a.array if isinstance(a, Tensor) else a for a in args]
+        # The one place that chooses the tier: the compiled twin for NumPy arrays when the kernels are on.
+        if cls.compiled is not None and _kernels_enabled and all(type(t.array) is np.ndarray for t in tensors):
+            fn = cls.compiled()
+        else:
+            fn = cls()
         requires_grad = _grad_enabled and any(t.requires_grad for t in tensors)
         fn.needs_input_grad = tuple(requires_grad and isinstance(a, Tensor) and a.requires_grad for a in args)
-        raw = [a.array if isinstance(a, Tensor) else a for a in args]
         if _op_timer is None:
             out = fn.forward(*raw, **kwargs)
         else:
@@ -127,15 +139,15 @@ class Function:
         if requires_grad and out.dtype.kind in "fc":  # integer results (casts) carry no gradient
             fn.inputs = tuple(a if isinstance(a, Tensor) else None for a in args)
             result = Tensor._make(out, requires_grad=True, grad_fn=fn)
-            saved = range(len(args)) if cls.saved_inputs is None else cls.saved_inputs
+            saved = range(len(args)) if fn.saved_inputs is None else fn.saved_inputs
             fn.versions = tuple(
                 (i, args[i]._vc, args[i]._vc[0]) for i in saved if isinstance(args[i], Tensor)
             )
-            if cls.saves_output:
+            if fn.saves_output:
                 fn.versions += (("output", result._vc, 0),)
         else:
             result = Tensor._make(out)
-        if cls.is_view and tensors and _is_view_of(out, raw[0]):
+        if fn.is_view and tensors and _is_view_of(out, raw[0]):
             result._vc = args[0]._vc
         return result
 

@@ -1,6 +1,7 @@
 import pytest
 from hypothesis import HealthCheck, settings
 
+from minicnn import kernels
 from parity_tests.harness import DEVICES
 
 # Deterministic examples so CI is reproducible; no per-example deadline (first calls import torch).
@@ -13,8 +14,33 @@ settings.register_profile(
 )
 settings.load_profile("minicnn")
 
+TIERS = ["textbook", "kernels"]
+
 
 @pytest.fixture(params=DEVICES)
 def device(request):
     """Every parity test runs on 'cpu', and on 'cuda' when CuPy sees a GPU (skipped visibly otherwise)."""
     return request.param
+
+
+@pytest.fixture(params=TIERS, autouse=True)
+def tier(request):
+    """Every parity test runs on both tiers: the textbook ops (minicnn/ops/) and their compiled
+    kernels (minicnn/kernels/, NumPy arrays only). On 'cuda' only the textbook tier runs (the
+    kernels are CPU code), so the cuda x kernels combination is not collected (see below)."""
+    if request.param == "kernels" and not kernels.available():
+        pytest.skip(f"kernels tier: {kernels.unavailable_reason()}")
+    with kernels.use_kernels(request.param == "kernels"):
+        yield request.param
+
+
+def pytest_collection_modifyitems(config, items):
+    """Drop the cuda x kernels combinations: on a GPU the kernels never run, so they would repeat
+    the cuda x textbook tests."""
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        (dropped if params.get("device") == "cuda" and params.get("tier") == "kernels" else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

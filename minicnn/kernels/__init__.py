@@ -1,0 +1,100 @@
+"""The compiled CPU tier: the textbook ops of ``minicnn/ops/`` as plain loop nests, compiled by Numba.
+
+Two tiers compute the same math (docs/kernels.md):
+
+* ``minicnn/ops/`` is the textbook: one ``Function`` per op, whole-array code on ``xp`` (NumPy or
+  CuPy), exactly what ``docs/backprop/`` derives. It is what runs on a GPU, and what runs on the
+  CPU when the kernels are off.
+* ``minicnn/kernels/`` (this package) holds, for the ops where it pays, a *twin*: a subclass of the
+  textbook ``Function`` whose ``forward``/``backward`` call loop nests compiled with
+  ``@njit(parallel=True, cache=True)``. Each kernel's docstring names the textbook code it equals.
+
+The choice is made in one place, ``Function.apply`` (``minicnn/autograd.py``): the twin runs when
+the kernels are on, every array input is a NumPy array, and the op has a twin. Nothing else in the
+library asks which tier is running.
+
+Switches: ``MINICNN_KERNELS=0`` in the environment, or ``minicnn.use_kernels(False)`` (also a
+context manager: ``with minicnn.use_kernels(False): ...``), run the textbook tier.
+``NUMBA_DISABLE_JIT=1`` runs the kernels as ordinary Python (slow), so a debugger can step through
+them. Where Numba cannot be imported, minicnn runs the textbook tier and says so once.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from minicnn import autograd
+
+_reason_off = None  # why the kernels are unavailable (None: they are available)
+
+try:
+    import numba  # noqa: F401
+except Exception as e:  # ImportError, or a broken llvmlite
+    _reason_off = f"Numba could not be imported ({type(e).__name__}: {e})"
+
+if os.environ.get("MINICNN_KERNELS", "1").strip() == "0":
+    autograd._kernels_enabled = False
+elif _reason_off is not None:
+    autograd._kernels_enabled = False
+    warnings.warn(
+        f"minicnn: {_reason_off}; running the textbook tier (NumPy only) on the CPU. "
+        "Install numba for the compiled kernels.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+else:
+    autograd._kernels_enabled = True
+
+
+def available() -> bool:
+    """True when Numba imported, so the kernels can run."""
+    return _reason_off is None
+
+
+def enabled() -> bool:
+    """True when the kernels run for NumPy arrays (available and switched on)."""
+    return autograd._kernels_enabled
+
+
+def unavailable_reason():
+    """Why the kernels cannot run (``None`` when they can)."""
+    return _reason_off
+
+
+class use_kernels:
+    """Switch the compiled kernels on or off: ``minicnn.use_kernels(False)`` for the rest of the
+    program, or ``with minicnn.use_kernels(False): ...`` for a block (the previous setting comes
+    back after it). Turning them on where Numba is missing raises an error that says why."""
+
+    def __init__(self, enabled: bool = True):
+        if enabled and _reason_off is not None:
+            raise RuntimeError(f"minicnn.use_kernels(True): {_reason_off}")
+        self.prev = autograd._kernels_enabled
+        autograd._kernels_enabled = bool(enabled)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        autograd._kernels_enabled = self.prev
+        return False
+
+
+def twin(textbook_cls):
+    """Class decorator for a kernels-tier op: registers it as the compiled twin of ``textbook_cls``
+    (it must subclass it, so checks and attributes are shared)."""
+
+    def register(kernel_cls):
+        if not issubclass(kernel_cls, textbook_cls):
+            raise TypeError(f"{kernel_cls.__name__} must subclass {textbook_cls.__name__}")
+        textbook_cls.compiled = kernel_cls
+        kernel_cls.compiled = None
+        return kernel_cls
+
+    return register
+
+
+if _reason_off is None:
+    # Importing the kernel modules registers the twins (compilation happens at first call).
+    from minicnn.kernels import _registry  # noqa: F401, E402

@@ -1,0 +1,1 @@
+"""Imports every kernel module, so each registers its twins (``minicnn.kernels.twin``)."""
