@@ -126,10 +126,8 @@ class Function:
             _check_same_device(cls.__name__, tensors)
         raw = [a.array if isinstance(a, Tensor) else a for a in args]
         # The one place that chooses the tier: the compiled twin for NumPy arrays when the kernels are on.
-        if cls.compiled is not None and _kernels_enabled and all(type(t.array) is np.ndarray for t in tensors):
-            fn = cls.compiled()
-        else:
-            fn = cls()
+        on_cpu = all(type(t.array) is np.ndarray for t in tensors)
+        fn = cls.compiled() if (cls.compiled is not None and _kernels_enabled and on_cpu) else cls()
         requires_grad = _grad_enabled and any(t.requires_grad for t in tensors)
         fn.needs_input_grad = tuple(requires_grad and isinstance(a, Tensor) and a.requires_grad for a in args)
         if _op_timer is None:
