@@ -112,8 +112,7 @@ def binary(t, other, op_cls, ufunc, name):
     other = _operand(other, t)
     if _tracking(t, other):
         _check_not_a_view(t, name)
-        saves_self = op_cls.saved_inputs is None or 0 in op_cls.saved_inputs
-        return _take_over(t, _binary(op_cls, _old_value(t, copy=saves_self), other), name)
+        return _take_over(t, _binary(op_cls, _old_value(t, copy=_saves_input(op_cls)), other), name)
     Tensor = _tensor()
     own = t.array.dtype
     if isinstance(other, Tensor):
@@ -132,14 +131,22 @@ def binary(t, other, op_cls, ufunc, name):
     return t
 
 
-def unary(t, fn, name):
-    """``t = fn(t)`` in place (relu_, clamp_); ``fn`` is the out-of-place op."""
+def _saves_input(op_cls):
+    """Whether either tier of ``op_cls`` keeps its input array for backward."""
+    return any(
+        cls is not None and (cls.saved_inputs is None or 0 in cls.saved_inputs)
+        for cls in (op_cls, op_cls.compiled)
+    )
+
+
+def unary(t, fn, name, op_cls):
+    """``t = fn(t)`` in place (relu_, clamp_); ``fn`` is the out-of-place op, made by ``op_cls``."""
     from minicnn.autograd import no_grad
 
     _check_leaf(t, name)
     if _tracking(t):
         _check_not_a_view(t, name)
-        return _take_over(t, fn(_old_value(t, copy=False)), name)
+        return _take_over(t, fn(_old_value(t, copy=_saves_input(op_cls))), name)
     with no_grad():
         res = fn(t)
     t.array[...] = res.array

@@ -110,6 +110,7 @@ class Function:
 
     needs_input_grad: tuple = ()
     inputs: tuple | None = None
+    input_fns: tuple = ()
     saved_inputs: tuple | None = None
     saves_output: bool = False
     is_view: bool = False
@@ -136,6 +137,9 @@ class Function:
             out = _timed(_op_timer, cls.__name__, "forward", fn.forward, raw, kwargs)
         if requires_grad and out.dtype.kind in "fc":  # integer results (casts) carry no gradient
             fn.inputs = tuple(a if isinstance(a, Tensor) else None for a in args)
+            # The graph's edges: each input's grad_fn as it is NOW. An in-place op later gives the
+            # tensor a new grad_fn; this op must still send its gradient to the old one.
+            fn.input_fns = tuple(a.grad_fn if isinstance(a, Tensor) else None for a in args)
             result = Tensor._make(out, requires_grad=True, grad_fn=fn)
             saved = range(len(args)) if fn.saved_inputs is None else fn.saved_inputs
             fn.versions = tuple(
@@ -216,7 +220,7 @@ def _parents(fn):
             "after the first backward). Call .backward(retain_graph=True) the first time if you "
             "need to backpropagate through it again."
         )
-    return [t.grad_fn for t in fn.inputs if t is not None and t.grad_fn is not None]
+    return [f for f in fn.input_fns if f is not None]
 
 
 def _topological_order(root_fn):
@@ -310,7 +314,7 @@ def backward(root, gradient=None, retain_graph=False):
             in_grads = _timed(_op_timer, type(fn).__name__, "backward", fn.backward, (g,))
         if not isinstance(in_grads, tuple):
             in_grads = (in_grads,)
-        for t, gi in zip(inputs, in_grads):
+        for t, input_fn, gi in zip(inputs, fn.input_fns, in_grads):
             if t is None or gi is None or not t.requires_grad:
                 continue
             if tuple(gi.shape) != tuple(t.shape):
@@ -318,13 +322,13 @@ def backward(root, gradient=None, retain_graph=False):
                     f"internal error in {type(fn).__name__}.backward: gradient of shape "
                     f"{tuple(gi.shape)} for an input of shape {tuple(t.shape)}"
                 )
-            if t.grad_fn is None:
+            if input_fn is None:
                 _accumulate_leaf(t, gi)
             else:
                 if gi.dtype != t.array.dtype:  # as PyTorch: a gradient has its tensor's dtype
                     gi = gi.astype(t.array.dtype)
-                prev = grads.get(t.grad_fn)
-                grads[t.grad_fn] = gi if prev is None else prev + gi
+                prev = grads.get(input_fn)
+                grads[input_fn] = gi if prev is None else prev + gi
         if not retain_graph:
             fn.release()
 

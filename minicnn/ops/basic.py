@@ -12,7 +12,7 @@ from collections import namedtuple
 import numpy as np
 
 from minicnn.autograd import Function
-from minicnn.backend import device_of, get_array_module, scatter_add, surely_finite, to_device
+from minicnn.backend import device_of, get_array_module, scatter_add, to_device
 
 
 def _shape(x):
@@ -103,6 +103,7 @@ class Mul(Function):
         na, nb = self.needs_input_grad
         self.a = a if nb else None
         self.b = b if na else None
+        self.saved_inputs = (0,) * nb + (1,) * na  # for the version check: what backward reads
         self.shapes = (_shape(a), _shape(b))
         return a * b
 
@@ -119,6 +120,8 @@ class Div(Function):
 
     def forward(self, a, b):
         self.a, self.b = a, b
+        na, nb = self.needs_input_grad
+        self.saved_inputs = (0,) * nb + (1,) * (na or nb)  # for the version check: what backward reads
         self.shapes = (_shape(a), _shape(b))
         return a / b
 
@@ -243,9 +246,7 @@ class Clamp(Function):
         return out.astype(a.dtype, copy=False)
 
     def backward(self, g):
-        xp = get_array_module(g)
-        if surely_finite(g, xp):  # as ReLU: the multiply is faster, but inf * 0 would be NaN
-            return g * self.mask
+        xp = get_array_module(g)  # where, not g * mask: 0 outside the bounds even if g is inf/NaN
         return xp.where(self.mask, g, xp.zeros((), dtype=g.dtype))
 
 
@@ -296,6 +297,8 @@ class MatMul(Function):
 
     def forward(self, a, b):
         self.a, self.b = a, b
+        na, nb = self.needs_input_grad
+        self.saved_inputs = (0,) * nb + (1,) * na  # for the version check: what backward reads
         return a @ b
 
     def backward(self, g):
