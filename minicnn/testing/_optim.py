@@ -30,7 +30,8 @@ class _Track:
             return self.worst
         row = self.first_bad
         row.max_abs, row.max_rel = max(row.max_abs, self.worst.max_abs), max(row.max_rel, self.worst.max_rel)
-        row.note = (row.note + "; " if row.note else "") + f"first off after step {self.bad_step}"
+        first = f"first off after step {self.bad_step} (the element shown is from that step)"
+        row.note = (row.note + "; " if row.note else "") + first
         return row
 
 

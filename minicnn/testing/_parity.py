@@ -17,6 +17,9 @@ def _is_shape(x) -> bool:
 
 
 def _name(fn) -> str:
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, type):  # a classmethod such as MyOp.apply
+        return f"{owner.__name__}.{fn.__name__}"
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 
