@@ -25,6 +25,7 @@ from minicnn.testing import (
     compare_with_torch,
     gradcheck,
 )
+from minicnn.testing._util import stream
 
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
@@ -127,6 +128,13 @@ def _first_line(err) -> str:
     return str(err.value).splitlines()[0]
 
 
+def _values_in(message: str, first: str, second: str) -> tuple:
+    """The two numbers printed after ``first`` and ``second``: 'analytical 0.5, numerical -0.5'."""
+    a = message.split(f"{first} ", 1)[1].split(",", 1)[0]
+    b = message.split(f"{second} ", 1)[1].split(" ", 1)[0]
+    return float(a), float(b)
+
+
 def _index_in(message: str) -> tuple:
     """The worst element's index, as printed: 'worst element [1, 2]' -> (1, 2)."""
     inside = message.split("worst element [", 1)[1].split("]", 1)[0]
@@ -147,9 +155,9 @@ def test_gradcheck_catches_a_sign_flip_and_names_the_worst_element():
     assert "gradient of input 0 does not match" in line and "12 of 12 elements differ" in line
     idx = _index_in(line)
     # the numbers printed are minicnn's (sign-flipped) and the true derivative, times the upstream u
-    u = np.random.default_rng(0).standard_normal((3, 4))
+    u = stream(0, "gradcheck").standard_normal((3, 4))
     true = (u * _mish_grad(x.numpy()))[idx]
-    assert f"analytical {-true:.6g}, numerical {true:.6g}" in line
+    assert _values_in(line, "analytical", "numerical") == pytest.approx((-true, true), rel=1e-5)
     assert idx == np.unravel_index(np.argmax(np.abs(2 * u * _mish_grad(x.numpy()))), (3, 4))
     assert "kink" not in str(err.value)
     assert x.grad is None  # the inputs were copied, not touched
@@ -161,9 +169,10 @@ def test_gradcheck_catches_a_wrong_reduction_in_the_second_input_only():
         gradcheck(AddBiasMeanReduced.apply, x, b)
     message = str(err.value)
     assert "input 1" in message and "input 0" not in message  # x's gradient is right
-    u = np.random.default_rng(0).standard_normal((5, 3))
+    u = stream(0, "gradcheck").standard_normal((5, 3))
     j = _index_in(message)[0]
-    assert f"analytical {u.mean(0)[j]:.6g}, numerical {u.sum(0)[j]:.6g}" in message
+    expected = (u.mean(0)[j], u.sum(0)[j])  # minicnn's mean, the true sum over the rows
+    assert _values_in(message, "analytical", "numerical") == pytest.approx(expected, rel=1e-5)
 
 
 def test_gradcheck_catches_batch_norm_without_the_xhat_term():
@@ -172,8 +181,11 @@ def test_gradcheck_catches_batch_norm_without_the_xhat_term():
         gradcheck(BatchNormNoXhatTerm.apply, x)
     line = _first_line(err)
     idx = _index_in(line)
-    u = np.random.default_rng(0).standard_normal((6, 3))
-    assert f"numerical {_batch_norm_dx(x.numpy(), u)[idx]:.6g}" in line
+    u = stream(0, "gradcheck").standard_normal((6, 3))
+    # the analytical value is the wrong formula's, the numerical one the true derivative's
+    wrong = (u - u.mean(0)) / np.sqrt(x.numpy().var(0) + 1e-5)
+    expected = (wrong[idx], _batch_norm_dx(x.numpy(), u)[idx])
+    assert _values_in(line, "analytical", "numerical") == pytest.approx(expected, rel=1e-5)
 
 
 def test_gradcheck_checks_a_modules_parameters_and_restores_its_state():
@@ -260,9 +272,9 @@ def test_compare_with_torch_catches_a_sign_flip():
     assert first.startswith("compare_with_torch: input 0 grad: worst element [")
     assert "15 of 15 elements out of tolerance" in first
     idx = _index_in(first)
-    u = np.random.default_rng(0).standard_normal((3, 5))  # the upstream gradient (seed=0)
+    u = err.value.report.upstream[0]  # the upstream gradient both were given
     true = (u * _mish_grad(x))[idx]
-    assert f"minicnn {-true:.6g}, PyTorch {true:.6g}" in first
+    assert _values_in(first, "minicnn", "PyTorch") == pytest.approx((-true, true), rel=1e-5)
     report = err.value.report
     assert [r.ok for r in report.rows] == [True, False]  # the output itself matches
     lines = str(err.value).splitlines()  # first line, title, header, output, input 0 grad
@@ -282,9 +294,9 @@ def test_compare_with_torch_catches_a_wrong_reduction_and_batch_norm_without_xha
         compare_with_torch(BatchNormNoXhatTerm.apply, torch_bn, x)
     first = _first_line(err)
     idx = _index_in(first)
-    u = np.random.default_rng(0).standard_normal((6, 3))
+    u = err.value.report.upstream[0]  # the upstream gradient both were given
     assert first.startswith("compare_with_torch: input 0 grad: worst element")
-    assert f"PyTorch {_batch_norm_dx(x, u)[idx]:.6g}" in first
+    assert _values_in(first, "minicnn", "PyTorch")[1] == pytest.approx(_batch_norm_dx(x, u)[idx], rel=1e-5)
 
 
 def test_compare_with_torch_modules_copy_weights_and_name_the_parameter():

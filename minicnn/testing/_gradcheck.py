@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minicnn.testing._util import _raw, describe, output_list
+from minicnn.testing._util import _raw, describe, output_list, stream
 
 
 class GradcheckError(AssertionError):
@@ -103,7 +103,7 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, device="cpu")
     saved_buffers = [(b, b.numpy().copy()) for b in module.buffers()] if module is not None else []
     saved_grads = [(t, t.grad) for _, t in checked]
     rng_state = mc.get_rng_state()
-    rng = np.random.default_rng(seed)
+    rng = stream(seed, "gradcheck")
 
     def run():
         mc.set_rng_state(rng_state)

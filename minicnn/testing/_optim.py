@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from minicnn.testing._report import ParityError, ParityReport, compare_arrays, default_rtol
-from minicnn.testing._util import describe, host_array, require_torch
+from minicnn.testing._util import describe, host_array, require_torch, stream
 
 # group options a scheduler may change, compared after construction and after every step
 _HYPER = ("lr", "initial_lr", "momentum", "betas")
@@ -104,7 +104,7 @@ def compare_optimizer_with_torch(
     dtype = np.dtype(dtype)
     device = str(Device(device))
     rtol = default_rtol(dtype) if rtol is None else float(rtol)
-    rng = np.random.default_rng(seed)
+    rng = stream(seed, "inputs")
     init = _initial_values(list(params), rng)
     if grads is None:
         grads = [[rng.standard_normal(a.shape) for a in init] for _ in range(steps)]

@@ -7,7 +7,7 @@ import numpy as np
 
 from minicnn.backend import is_cupy_array
 from minicnn.testing._report import ParityError, ParityReport, Row, compare_arrays, default_rtol
-from minicnn.testing._util import describe, host_array, is_torch_tensor, output_list, require_torch
+from minicnn.testing._util import describe, host_array, is_torch_tensor, output_list, require_torch, stream
 
 
 def _is_shape(x) -> bool:
@@ -137,9 +137,10 @@ def compare_with_torch(
     after earlier calls).
 
     Both outputs are back-propagated with the same random upstream gradient (``upstream``: one
-    array per output that requires a gradient, to choose it). minicnn runs on ``device``; PyTorch
-    runs on the CPU; all comparisons happen on the host with ``rtol`` (default: 1e-10 in float64,
-    1e-4 in float32) and ``atol`` (default: rtol times the largest |PyTorch value| of each tensor).
+    array per output that requires a gradient, to choose it; ``report.upstream`` holds those used).
+    minicnn runs on ``device``; PyTorch runs on the CPU; all comparisons happen on the host with
+    ``rtol`` (default: 1e-10 in float64, 1e-4 in float32) and ``atol`` (default: rtol times the
+    largest |PyTorch value| of each tensor).
 
     Returns a ParityReport (``print(report)`` shows the table); raises ParityError carrying it when
     anything differs. ``report.mine_outputs`` and ``report.torch_outputs`` hold the outputs as
@@ -163,8 +164,7 @@ def compare_with_torch(
     if source not in ("theirs", "mine"):
         raise ValueError(f"compare_with_torch: source must be 'theirs' or 'mine', got {source!r}")
     device = str(Device(device))
-    rng = np.random.default_rng(seed)
-    arrays = _to_arrays(inputs, rng)
+    arrays = _to_arrays(inputs, stream(seed, "inputs"))
     dtype = _resolve_dtype(dtype, arrays)
     rtol = default_rtol(dtype) if rtol is None else float(rtol)
     flags = _grad_flags(grad, arrays, inputs)
@@ -236,7 +236,9 @@ def compare_with_torch(
     report.torch_outputs = [host_array(t) for t in th_out]
 
     wants_grads = any(flags) or any(p.requires_grad for p in theirs_params.values())
+    report.upstream = []
     if check_grads and wants_grads:
+        rng = stream(seed, "upstream")
         mc_total, th_total = None, None
         chosen = iter(upstream or [])
         for name, m, t in zip(names, mc_out, th_out):
@@ -251,6 +253,7 @@ def compare_with_torch(
                     ) from None
             else:
                 u = rng.standard_normal(tuple(t.shape)).astype(dtype)
+            report.upstream.append(u)
             if not m.requires_grad:
                 note = "PyTorch's output requires a gradient, minicnn's does not (no graph was recorded)"
                 report.add(

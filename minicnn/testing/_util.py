@@ -24,6 +24,19 @@ def require_torch(what: str):
     return torch
 
 
+_STREAMS = {"inputs": 1, "upstream": 2, "gradcheck": 3}
+
+
+def stream(seed: int, purpose: str) -> np.random.Generator:
+    """The generator of one purpose ("inputs", "upstream", "gradcheck") for ``seed``.
+
+    Distinct from ``numpy.random.default_rng(seed)``, so inputs a user drew with the same seed are
+    never equal to the upstream gradient (for batch norm, an upstream gradient that is an affine
+    function of the input has an input gradient of exactly zero, and the comparison judges noise).
+    """
+    return np.random.default_rng([int(seed), _STREAMS[purpose], 0x6D696E69])
+
+
 def _raw(t):
     """The NumPy/CuPy array inside a minicnn Tensor, written in place by gradcheck's perturbations.
 
