@@ -104,6 +104,7 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, device="cpu")
     saved_grads = [(t, t.grad) for _, t in checked]
     rng_state = mc.get_rng_state()
     rng = stream(seed, "gradcheck")
+    perturbed = None  # (array, index, original value) while an element is moved
 
     def run():
         mc.set_rng_state(rng_state)
@@ -149,16 +150,21 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, device="cpu")
             for j in range(int(np.prod(shape))):
                 idx = np.unravel_index(j, shape)
                 orig = raw[idx].item()
+                perturbed = (raw, idx, orig)
                 raw[idx] = orig + eps
                 plus[idx] = objective()
                 raw[idx] = orig - eps
                 minus[idx] = objective()
                 raw[idx] = orig
+                perturbed = None
             numeric = (plus - minus) / (2 * eps)
             message = _compare(name, analytic[name], numeric, plus, minus, f0, eps, atol, rtol, t)
             if message:
                 messages.append(message)
     finally:
+        if perturbed is not None:  # fn raised on a moved element: put the parameter back
+            raw, idx, orig = perturbed
+            raw[idx] = orig
         for t, g in saved_grads:
             t.grad = g
         for b, value in saved_buffers:
