@@ -1,7 +1,10 @@
-"""Every nn layer against its torch.nn twin: weights copied from torch via load_state_dict, then the
-output, the input gradient, every parameter gradient and every buffer (running statistics) compared."""
+"""Every nn layer against its torch.nn twin (``minicnn.testing.compare_with_torch``): weights copied
+from torch by state-dict key, then the output, the input gradient, every parameter gradient and
+every buffer (running statistics) compared."""
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 import pytest
@@ -9,49 +12,35 @@ import torch
 
 import minicnn as mc
 from minicnn import nn
-from parity_tests.harness import DTYPES, RTOL, assert_close, rng_for
-
-
-def _torch_dtype(dtype):
-    return {"float64": torch.float64, "float32": torch.float32}[dtype]
+from minicnn.testing import compare_with_torch
+from parity_tests.harness import DTYPES, rng_for
 
 
 def layer_parity(make, x, *, device, dtype, train=True, extra=None, calls=1, rtol=None):
-    """Build the pair with ``make(layers)``, copy torch's weights, run ``calls`` forward/backward passes.
+    """Build the pair with ``make(layers)``, copy torch's weights, run ``calls`` forward/backward passes
+    through ``compare_with_torch`` (output, input gradient, every parameter gradient and buffer).
 
-    ``extra``: further inputs (e.g. integer targets) passed unchanged (as minicnn / torch tensors).
+    ``extra``: further inputs (e.g. integer targets) passed without gradient. The state is copied
+    only before the first call, so running statistics evolve on both sides independently.
     """
-    rtol = RTOL[dtype] if rtol is None else rtol
-    ref = make(torch.nn).to(_torch_dtype(dtype))
-    mine = make(nn).to(getattr(mc, dtype)).to(device)
-    mine.load_state_dict(ref.state_dict())
-    mine.train(train)
-    ref.train(train)
-    rng = rng_for("upstream", x.shape)
+    ref = make(torch.nn)
+    mine = make(nn)
+    extra = list(extra or [])
     for call in range(calls):
-        xm = mc.tensor(x.astype(dtype), device=device, requires_grad=True)
-        xt = torch.tensor(x.astype(dtype), requires_grad=True)
-        args_m, args_t = [xm], [xt]
-        for e in extra or []:
-            args_m.append(mc.tensor(e, device=device))
-            args_t.append(torch.from_numpy(e))
-        out_m, out_t = mine(*args_m), ref(*args_t)
-        assert out_m.dtype.name == dtype and out_m.device == mc.device(device)
-        assert_close(out_m.numpy(), out_t.detach().numpy(), rtol, f"output (call {call})")
-        u = rng.standard_normal(tuple(out_t.shape)).astype(dtype)
-        (out_m * mc.tensor(u, device=device)).sum().backward()
-        (out_t * torch.from_numpy(u)).sum().backward()
-        assert_close(xm.grad.numpy(), xt.grad.numpy(), rtol, f"input gradient (call {call})")
-        for (name, p), (tname, tp) in zip(mine.named_parameters(), ref.named_parameters()):
-            assert name == tname
-            assert_close(p.grad.numpy(), tp.grad.numpy(), rtol, f"gradient of {name} (call {call})")
-            assert p.grad.dtype == p.dtype
-        mine.zero_grad()
-        ref.zero_grad()
-    sd, tsd = mine.state_dict(), ref.state_dict()
-    assert list(sd) == list(tsd)
-    for k in sd:
-        assert_close(sd[k].numpy(), tsd[k].numpy(), rtol, f"state {k} after {calls} call(s)")
+        compare_with_torch(
+            mine,
+            ref,
+            x,
+            *extra,
+            dtype=dtype,
+            device=device,
+            rtol=rtol,
+            grad=[True] + [False] * len(extra),
+            train=train,
+            copy_state=call == 0,
+            seed=zlib.crc32(repr(("upstream", x.shape, call)).encode()),
+        )
+    assert list(mine.state_dict()) == list(ref.state_dict())  # PyTorch's key names, in its order
     return mine, ref
 
 
@@ -137,12 +126,9 @@ def test_batchnorm_train_then_eval_matches_torch(make, shape, dtype, device):
     if mine.track_running_stats:
         assert mine.num_batches_tracked.item() == 3 and mine.num_batches_tracked.dtype == np.int64
     # eval: uses the running statistics (or batch statistics without them)
-    mine.eval()
-    ref.eval()
-    xe = _images("bn-eval", shape)
-    out_m = mine(mc.tensor(xe.astype(dtype), device=device))
-    out_t = ref(torch.from_numpy(xe.astype(dtype)))
-    assert_close(out_m.numpy(), out_t.detach().numpy(), RTOL[dtype], "eval output")
+    compare_with_torch(
+        mine, ref, _images("bn-eval", shape), dtype=dtype, device=device, train=False, copy_state=False
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -13,6 +13,7 @@ import torch
 import minicnn as mc
 from minicnn import optim
 from minicnn.optim import lr_scheduler as mc_sched
+from minicnn.testing import compare_optimizer_with_torch
 
 STEPS = 100
 BASE_LRS = (0.1, 0.02)
@@ -23,12 +24,6 @@ def _mc_optimizer(kind, device):
     b = mc.tensor(np.ones(4), device=device, requires_grad=True)
     groups = [{"params": [a], "lr": BASE_LRS[0]}, {"params": [b], "lr": BASE_LRS[1]}]
     return optim.Adam(groups) if kind == "adam" else optim.SGD(groups, momentum=0.9)
-
-
-def _torch_optimizer(kind):
-    a, b = torch.ones(2, 3, requires_grad=True), torch.ones(4, requires_grad=True)
-    groups = [{"params": [a], "lr": BASE_LRS[0]}, {"params": [b], "lr": BASE_LRS[1]}]
-    return torch.optim.Adam(groups) if kind == "adam" else torch.optim.SGD(groups, momentum=0.9)
 
 
 def _momenta(opt):
@@ -92,13 +87,24 @@ CASES = {
 @pytest.mark.parametrize("kind", ["sgd", "adam"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_schedule_matches_torch(name, kind, device):
-    mc_opt = _mc_optimizer(kind, device)
-    mc_rows = _trace(mc_opt, CASES[name](mc_sched, mc_opt))
-    th_opt = _torch_optimizer(kind)
-    th_rows = _trace(th_opt, CASES[name](torch.optim.lr_scheduler, th_opt))
-    for step, (mine, ref) in enumerate(zip(mc_rows, th_rows)):
-        assert mine == ref, f"{name}: step {step}: (last_lr, group lrs, momenta) {mine} != torch's {ref}"
-    assert [g["initial_lr"] for g in mc_opt.param_groups] == [g["initial_lr"] for g in th_opt.param_groups]
+    """get_last_lr(), every group's lr, initial_lr and momentum (or betas), after construction and after
+    each of 100 steps, exactly (``compare_optimizer_with_torch`` with lr_rtol=0); the parameters too."""
+
+    def groups(params):
+        return [{"params": [params[0]], "lr": BASE_LRS[0]}, {"params": [params[1]], "lr": BASE_LRS[1]}]
+
+    def make(lib):
+        return lambda ps: lib.Adam(groups(ps)) if kind == "adam" else lib.SGD(groups(ps), momentum=0.9)
+
+    compare_optimizer_with_torch(
+        make(optim),
+        make(torch.optim),
+        [(2, 3), (4,)],
+        steps=STEPS,
+        scheduler=(lambda o: CASES[name](mc_sched, o), lambda o: CASES[name](torch.optim.lr_scheduler, o)),
+        lr_rtol=0.0,
+        device=device,
+    )
 
 
 def test_schedule_drives_the_update(device):

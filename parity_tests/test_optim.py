@@ -11,6 +11,7 @@ import torch
 import minicnn as mc
 from minicnn import optim
 from minicnn.optim import optimizer as optimizer_module
+from minicnn.testing import compare_optimizer_with_torch
 from parity_tests.harness import assert_close, rng_for
 
 SHAPES = [(3, 4), (7,), (2, 3, 5)]
@@ -67,13 +68,6 @@ def _run_minicnn(opt, params, grads, device, dtype, start=0, stop=STEPS):
         opt.step()
 
 
-def _run_torch(opt, params, grads, dtype):
-    for step_grads in grads:
-        for p, g in zip(params, step_grads):
-            p.grad = None if g is None else torch.from_numpy(g.astype(dtype))
-        opt.step()
-
-
 def _make_params(init, dtype, device):
     return [mc.tensor(a.astype(dtype), device=device, requires_grad=True) for a in init]
 
@@ -86,20 +80,21 @@ def _groups(params, first_lr):
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_matches_torch_over_50_steps(case, dtype, device):
+    """Parameters compared after every step (``minicnn.testing.compare_optimizer_with_torch``)."""
     name, kwargs = case
     init, grads = _problem(_case_id(case))
-    mc_params = _make_params(init, dtype, device)
-    th_params = [torch.from_numpy(a.astype(dtype)).requires_grad_() for a in init]
-    opt = getattr(optim, name)(mc_params, **kwargs)
-    th_opt = _torch_optimizer(name, th_params, kwargs)
-    _run_minicnn(opt, mc_params, grads, device, dtype)
-    _run_torch(th_opt, th_params, grads, dtype)
-    rtol = 1e-10 if dtype == "float64" else 1e-5
-    for i, (p, t) in enumerate(zip(mc_params, th_params)):
-        assert p.dtype == np.dtype(dtype), f"param {i} changed dtype to {p.dtype}"
-        assert p.device == mc.device(device)
-        assert_close(p.numpy(), t.detach().numpy(), rtol, f"{name} param {i}")
-    for p in mc_params:  # buffers keep the parameter's dtype too
+    report = compare_optimizer_with_torch(
+        lambda ps: getattr(optim, name)(ps, **kwargs),
+        lambda ps: _torch_optimizer(name, ps, kwargs),
+        init,
+        steps=STEPS,
+        grads=grads,
+        dtype=dtype,
+        device=device,
+        rtol=1e-10 if dtype == "float64" else 1e-5,
+    )
+    opt = report.optimizer
+    for p in report.params:  # buffers keep the parameter's dtype too
         for key, value in opt.state[p].items():
             if hasattr(value, "dtype"):
                 assert value.dtype == np.dtype(dtype), f"state[{key!r}] is {value.dtype}"
@@ -116,17 +111,16 @@ def test_matches_torch_over_50_steps(case, dtype, device):
 )
 def test_param_groups_with_their_own_lr(name, kwargs, device):
     init, grads = _problem(("groups", name))
-    mc_params = _make_params(init, "float64", device)
-    th_params = [torch.from_numpy(a.copy()).requires_grad_() for a in init]
-    opt = getattr(optim, name)([{"params": mc_params[:1], "lr": 0.003}, {"params": mc_params[1:]}], **kwargs)
-    th_opt = getattr(torch.optim, name)(
-        [{"params": th_params[:1], "lr": 0.003}, {"params": th_params[1:]}], foreach=False, **kwargs
+    report = compare_optimizer_with_torch(
+        lambda ps: getattr(optim, name)(_groups(ps, 0.003), **kwargs),
+        lambda ps: _torch_optimizer(name, _groups(ps, 0.003), kwargs),
+        init,
+        steps=STEPS,
+        grads=grads,
+        device=device,
     )
+    opt = report.optimizer
     assert opt.param_groups[0]["lr"] == 0.003 and opt.param_groups[1]["lr"] == kwargs["lr"]
-    _run_minicnn(opt, mc_params, grads, device, "float64")
-    _run_torch(th_opt, th_params, grads, "float64")
-    for i, (p, t) in enumerate(zip(mc_params, th_params)):
-        assert_close(p.numpy(), t.detach().numpy(), 1e-10, f"{name} param {i}")
 
 
 def test_trains_through_autograd_like_torch(device):
