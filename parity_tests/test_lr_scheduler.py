@@ -52,6 +52,7 @@ def _trace(opt, sched, steps=STEPS):
 CASES = {
     "StepLR": lambda S, o: S.StepLR(o, step_size=7, gamma=0.5),
     "MultiStepLR": lambda S, o: S.MultiStepLR(o, milestones=[10, 30, 30, 75], gamma=0.3),
+    "MultiStepLR-float-milestones": lambda S, o: S.MultiStepLR(o, milestones=[0.25 * STEPS, 0.5 * STEPS]),
     "CosineAnnealingLR": lambda S, o: S.CosineAnnealingLR(o, T_max=100),
     "CosineAnnealingLR-restarts": lambda S, o: S.CosineAnnealingLR(o, T_max=30, eta_min=1e-3),
     "LinearLR": lambda S, o: S.LinearLR(o, start_factor=0.1, end_factor=0.9, total_iters=20),
@@ -287,7 +288,8 @@ def test_reduce_lr_on_plateau_bad_arguments(device):
         (lambda S, o: S.LinearLR(o, start_factor="0.5"), TypeError, "start_factor must be a number"),
         (lambda S, o: S.ExponentialLR(o, gamma="0.9"), TypeError, "ExponentialLR: gamma must be a number"),
         (lambda S, o: S.ExponentialLR(o, gamma=-0.9), ValueError, "gamma must be >= 0"),
-        (lambda S, o: S.MultiStepLR(o, milestones=[10, 2.5]), TypeError, "milestones must be epoch numbers"),
+        (lambda S, o: S.MultiStepLR(o, milestones=[10, 2.5]), ValueError, "milestones must be whole epoch"),
+        (lambda S, o: S.MultiStepLR(o, milestones=["10"]), TypeError, "each milestone must be a number"),
         (lambda S, o: S.MultiStepLR(o, [10], gamma=None), TypeError, "gamma must be a number"),
         (lambda S, o: S.LambdaLR(o, 0.5), TypeError, "lr_lambda must be a function"),
         (lambda S, o: S.OneCycleLR(o, 0.1, 10, div_factor=0), ValueError, "div_factor must be > 0"),

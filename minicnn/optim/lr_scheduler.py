@@ -202,8 +202,9 @@ class MultiStepLR(LRScheduler):
     def __init__(self, optimizer, milestones, gamma: float = 0.1, last_epoch: int = -1):
         milestones = list(milestones)
         for m in milestones:
-            if isinstance(m, bool) or not isinstance(m, numbers.Integral):
-                raise TypeError(f"MultiStepLR: milestones must be epoch numbers (ints), got {m!r}")
+            _check_number("MultiStepLR", "each milestone", m)
+            if m != int(m):  # 30.0 is epoch 30 (as in PyTorch); 2.5 would never be reached
+                raise ValueError(f"MultiStepLR: milestones must be whole epoch numbers, got {m!r}")
         _check_number("MultiStepLR", "gamma", gamma, 0)
         self.milestones = Counter(milestones)
         self.gamma = gamma
