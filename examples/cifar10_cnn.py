@@ -11,7 +11,16 @@ after every batch.
 
 from __future__ import annotations
 
-from common import epoch_printer, limit, parse_args, pick_device, run, write_report
+from common import (
+    epoch_printer,
+    limit,
+    loader_seed,
+    parse_args,
+    pick_device,
+    require_batches,
+    run,
+    write_report,
+)
 
 import minicnn as mc
 from minicnn import optim
@@ -56,7 +65,8 @@ def cifar10_data(args, device, test_batch_size):
     normalize = Normalize(CIFAR_MEAN, CIFAR_STD)
     augment = Compose([RandomCrop(32, padding=4), RandomHorizontalFlip(), normalize])
     train_loader = DataLoader(train_set, args.batch_size, shuffle=True, drop_last=True, device=device,
-                              transform=augment, seed=args.seed)  # fmt: skip
+                              transform=augment, seed=loader_seed(args))  # fmt: skip
+    require_batches(train_loader, args, drop_last=True)
     test_loader = DataLoader(test_set, test_batch_size, device=device, transform=normalize)
     return train_set, test_set, train_loader, test_loader
 

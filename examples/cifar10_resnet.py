@@ -11,8 +11,10 @@ batches (256) so that the GPU stays busy.
 
 from __future__ import annotations
 
+import argparse
+
 from cifar10_cnn import cifar10_data, fit_one_cycle
-from common import parse_args, pick_device, run, write_report
+from common import parse_args, pick_device, positive_int, run, write_report
 
 import minicnn as mc
 from minicnn.models import resnet
@@ -31,9 +33,16 @@ def main(argv=None):
     return write_report(model, history, test_set, test_loader, args.out, f"CIFAR-10 ResNet-{args.depth}")
 
 
+def _depth(text):
+    depth = positive_int(text)
+    if depth < 8 or (depth - 2) % 6 != 0:
+        raise argparse.ArgumentTypeError(f"must be 6n + 2 (8, 14, 20, 32, 44, 56, ...), got {depth}")
+    return depth
+
+
 def _resnet_arguments(parser):
-    parser.add_argument("--depth", type=int, default=20, help="6n + 2: 20, 32, 44, 56")
-    parser.add_argument("--width", type=int, default=16, help="channels of the first stage")
+    parser.add_argument("--depth", type=_depth, default=20, help="6n + 2: 20, 32, 44, 56")
+    parser.add_argument("--width", type=positive_int, default=16, help="channels of the first stage")
 
 
 if __name__ == "__main__":

@@ -14,13 +14,41 @@ from pathlib import Path
 
 import minicnn as mc
 from minicnn.data import DataError
-from minicnn.train import TrainingDiverged
+from minicnn.train import CheckpointError, TrainingDiverged
+
+
+def _number(kind, low, *, strict=False, high=None, shown=None):
+    """An argparse ``type``: ``kind`` (int or float) with ``low <= value`` (``low < value`` if
+    ``strict``), and ``value <= high`` when given; NaN and infinities are refused. A bad value ends
+    the script as argparse does: the usage line, then ``prog: error: argument --x: ...`` (exit status 2)."""
+    noun = "an integer" if kind is int else "a number"
+    bound = f"> {low}" if strict else f">= {low}"
+
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if (value <= low if strict else value < low) or (high is not None and value > high):
+            within = bound if high is None else f"in {shown or f'[{low}, {high}]'}"
+            raise argparse.ArgumentTypeError(f"must be {within}, got {text}")
+        return value
+
+    return convert
+
+
+positive_int = _number(int, 1)
+# PyTorch's range of seeds; a negative seed s means s + 2**64 (see minicnn.manual_seed)
+torch_seed = _number(int, -(2**63), high=2**64 - 1, shown="[-2**63, 2**64 - 1]")
 
 
 def parse_args(argv, description, *, epochs, batch_size, lr, out, add_arguments=None):
     """The options every example takes; the defaults are the example's own.
 
-    ``add_arguments(parser)`` may add options of one example (e.g. the ResNet depth).
+    ``add_arguments(parser)`` may add options of one example (e.g. the ResNet depth). Every
+    numeric option is checked here, so a bad value ends the script with one ``error:`` line.
     """
     p = argparse.ArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -31,15 +59,21 @@ def parse_args(argv, description, *, epochs, batch_size, lr, out, add_arguments=
     p.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto = cuda if available"
     )
-    p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--batch-size", type=int, default=batch_size)
-    p.add_argument("--lr", type=float, default=lr, help="learning rate (peak rate for one-cycle schedules)")
-    p.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling, augmentation and dropout")
+    p.add_argument("--epochs", type=positive_int, default=epochs)
+    p.add_argument("--batch-size", type=positive_int, default=batch_size)
     p.add_argument(
-        "--limit-train", type=int, default=None, metavar="N", help="train on the first N images only"
+        "--lr", type=_number(float, 0, strict=True), default=lr,
+        help="learning rate (peak rate for one-cycle schedules)",
+    )  # fmt: skip
+    p.add_argument(
+        "--seed", type=torch_seed, default=0,
+        help="seeds weights, shuffling, augmentation and dropout (negative seeds as in PyTorch)",
+    )  # fmt: skip
+    p.add_argument(
+        "--limit-train", type=positive_int, default=None, metavar="N", help="train on the first N images only"
     )
     p.add_argument(
-        "--limit-test", type=int, default=None, metavar="N", help="test on the first N images only"
+        "--limit-test", type=positive_int, default=None, metavar="N", help="test on the first N images only"
     )
     p.add_argument("--out", default=out, help="folder for the checkpoint, history and figures")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
@@ -47,14 +81,33 @@ def parse_args(argv, description, *, epochs, batch_size, lr, out, add_arguments=
     if add_arguments is not None:
         add_arguments(p)
     args = p.parse_args(argv)
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) <= 0:
-            p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for folder in (Path(args.out), *Path(args.out).parents):  # the first part of --out that exists
+        if folder.exists():
+            if not folder.is_dir():
+                p.error(f"argument --out: {str(folder)!r} is a file; --out must name a folder")
+            break
     return args
 
 
+def loader_seed(args) -> int:
+    """``--seed`` for the data loader's generator: a negative seed s stands for s + 2**64, as in
+    ``minicnn.manual_seed`` (and ``torch.manual_seed``)."""
+    return args.seed % 2**64
+
+
+def require_batches(loader, args, drop_last) -> None:
+    """End with one ``error:`` line when the training loader would yield no batch at all."""
+    if len(loader) == 0:
+        n = len(loader.dataset)
+        why = " (incomplete batches are dropped)" if drop_last else ""
+        raise SystemExit(
+            f"error: {n} training image(s) make no batch of --batch-size {args.batch_size}{why}: "
+            "lower --batch-size or raise --limit-train"
+        )
+
+
 def epoch_printer(args):
-    """With --no-progress, fit prints nothing: this callback prints one line per epoch instead."""
+    """With --no-progress, fit prints no line per epoch: this callback prints them instead."""
     from minicnn.train import format_epoch
 
     def print_epoch(epoch, history):
@@ -115,11 +168,12 @@ def write_report(model, history, test_set, test_loader, out, title):
 
 
 def run(main, argv=None):
-    """Run ``main(argv)``; a data or divergence problem ends with its one-line message, not a traceback."""
+    """Run ``main(argv)``; a data, checkpoint or divergence problem ends with its one-line message
+    (``error: ...``, exit status 1), not a traceback."""
     t0 = time.perf_counter()
     try:
         result = main(argv)
-    except (DataError, TrainingDiverged) as e:
+    except (DataError, TrainingDiverged, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     print(f"total time: {time.perf_counter() - t0:.1f} s")

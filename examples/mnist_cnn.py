@@ -9,7 +9,7 @@ figures to --out (see docs/examples.md).
 
 from __future__ import annotations
 
-from common import epoch_printer, limit, parse_args, pick_device, run, write_report
+from common import epoch_printer, limit, loader_seed, parse_args, pick_device, run, write_report
 
 import minicnn as mc
 from minicnn import optim
@@ -32,7 +32,7 @@ def main(argv=None):
 
     normalize = Normalize(MNIST_MEAN, MNIST_STD)
     train_loader = DataLoader(train_set, args.batch_size, shuffle=True, device=device, transform=normalize,
-                              seed=args.seed)  # fmt: skip
+                              seed=loader_seed(args))  # fmt: skip
     test_loader = DataLoader(test_set, 1000, device=device, transform=normalize)
 
     model = mnist_cnn().to(device)

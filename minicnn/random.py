@@ -18,10 +18,26 @@ _seed = _DEFAULT_SEED
 _cuda_seed = _DEFAULT_SEED
 
 
+_SEED_MIN, _SEED_MAX = -(2**63), 2**64 - 1
+
+
+def _seed_value(seed) -> int:
+    """PyTorch's seed rule: any int in ``[-2**63, 2**64 - 1]``; a negative seed ``s`` stands for
+    ``s + 2**64`` (so ``manual_seed(-1)`` is ``manual_seed(2**64 - 1)`` and ``initial_seed()``
+    returns that), as ``torch.manual_seed`` does."""
+    try:
+        value = int(seed)
+    except (TypeError, ValueError):
+        raise TypeError(f"manual_seed: a seed is an integer, got {type(seed).__name__} {seed!r}") from None
+    if not _SEED_MIN <= value <= _SEED_MAX:
+        raise ValueError(f"manual_seed: the seed must be in [-2**63, 2**64 - 1], got {value}")
+    return value % 2**64
+
+
 def manual_seed(seed: int) -> None:
-    """Seed every generator minicnn uses (CPU and all GPUs)."""
+    """Seed every generator minicnn uses (CPU and all GPUs); negative seeds are accepted as in PyTorch."""
     global _cpu, _seed, _cuda_seed
-    _seed = _cuda_seed = int(seed)
+    _seed = _cuda_seed = _seed_value(seed)
     _cpu = np.random.default_rng(_seed)
     _cuda.clear()
 
@@ -29,7 +45,7 @@ def manual_seed(seed: int) -> None:
 def manual_seed_cuda(seed: int) -> None:
     """Seed only the GPU generators (``minicnn.cuda.manual_seed``)."""
     global _cuda_seed
-    _cuda_seed = int(seed)
+    _cuda_seed = _seed_value(seed)
     _cuda.clear()
 
 
@@ -56,7 +72,7 @@ def generator(device="cpu"):
     if device.index not in _cuda:
         cp = cupy_module()
         with cp.cuda.Device(device.index):
-            bitgen = cp.random.XORWOW(seed=_cuda_seed + 1 + device.index)
+            bitgen = cp.random.XORWOW(seed=(_cuda_seed + 1 + device.index) % 2**64)
             _cuda[device.index] = cp.random.Generator(bitgen)
     return _cuda[device.index]
 

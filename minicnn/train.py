@@ -15,7 +15,8 @@ Usable on your own model in a few lines::
 What one epoch does: ``model.train()``; for each batch ``zero_grad -> forward -> loss ->
 backward -> step``; then ``evaluate`` on the validation loader under ``no_grad`` in
 ``model.eval()`` mode; ``scheduler.step()`` (after every batch for ``OneCycleLR``, which is
-defined per step, else once per epoch, as in PyTorch's examples); a checkpoint; the callbacks.
+defined per step, else once per epoch, as in PyTorch's examples; ``ReduceLROnPlateau`` is given
+the validation loss, or the training loss without a validation loader); a checkpoint; the callbacks.
 
 Running loss and accuracy are accumulated on the device (no ``.item()`` per batch, which would
 make the CPU wait for the GPU); they are read back when the bar refreshes (about twice a
@@ -34,6 +35,7 @@ import numpy as np
 from minicnn.autograd import no_grad
 from minicnn.backend import is_cupy_array, to_numpy
 from minicnn.nn import functional as F
+from minicnn.optim.lr_scheduler import ReduceLROnPlateau
 
 __all__ = [
     "fit",
@@ -42,6 +44,7 @@ __all__ = [
     "confusion_matrix",
     "save_history",
     "TrainingDiverged",
+    "CheckpointError",
     "CHECKPOINT_NAME",
 ]
 
@@ -51,6 +54,34 @@ _REFRESH_S = 0.5  # how often the bar's statistics are read back from the device
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; training was stopped."""
+
+
+class CheckpointError(RuntimeError):
+    """``fit(resume=True)`` found a checkpoint it cannot resume from (corrupt, or another model's)."""
+
+
+def _describe_loader(loader) -> str:
+    """What makes a loader empty: its dataset size, batch size and drop_last, where it has them."""
+    dataset = getattr(loader, "dataset", None)
+    try:
+        n = len(dataset) if dataset is not None else None
+    except TypeError:
+        n = None
+    batch_size, drop_last = getattr(loader, "batch_size", None), getattr(loader, "drop_last", False)
+    if n == 0:
+        return "its dataset is empty"
+    if n is not None and batch_size is not None and drop_last and n < batch_size:
+        return (
+            f"its dataset has {n} images, fewer than batch_size={batch_size}, and drop_last=True drops "
+            "that incomplete batch: use a smaller batch_size or more images"
+        )
+    if n is not None:
+        return f"its dataset has {n} images, batch_size={batch_size}, drop_last={drop_last}"
+    return "it is empty"
+
+
+def _empty_loader(who, what, loader) -> ValueError:
+    return ValueError(f"{who}: the {what} loader yielded no batches ({_describe_loader(loader)})")
 
 
 def _per_batch(scheduler) -> bool:
@@ -118,6 +149,8 @@ def evaluate(model, loader, loss_fn=F.cross_entropy) -> dict:
                 stats.add(loss_fn(out, y), out, y)
     finally:
         model.train(was_training)
+    if stats.seen == 0:
+        raise _empty_loader("evaluate", "validation", loader)
     loss, acc = stats.read()
     return {"loss": loss, "acc": acc}
 
@@ -180,6 +213,8 @@ def _train_epoch(model, loader, optimizer, loss_fn, scheduler, epoch, epochs, pr
             bar.update(1)
     finally:
         bar.close()
+    if stats.seen == 0:
+        raise _empty_loader("fit", "training", loader)
     mean_loss, acc = stats.read()
     if not math.isfinite(mean_loss):
         raise _diverged(mean_loss, epoch, len(loader), checkpoint)
@@ -213,13 +248,16 @@ def fit(
     * ``checkpoint_dir``: after each epoch, ``checkpoint.safetensors`` there holds the model,
       optimizer, scheduler, epoch, history, the training loader's shuffling RNG and minicnn's RNG
       (dropout). ``resume=True`` restores it and continues; on the CPU the result is bit for
-      bit that of an uninterrupted run.
+      bit that of an uninterrupted run. A checkpoint that cannot be loaded (damaged, or saved
+      for another model or optimizer) raises :class:`CheckpointError`. Whether training resumed
+      or started from scratch is printed in one line, with or without ``progress``.
     * ``progress``: a tqdm bar per epoch (running loss, accuracy, images/s) and one summary
       line per epoch.
 
     History keys: ``epoch, train_loss, train_acc, val_loss, val_acc, lr, epoch_time_s,
     images_per_s`` (accuracies in [0, 1], ``lr`` at the start of each epoch).
-    A NaN or infinite loss raises :class:`TrainingDiverged` with the likely causes.
+    A NaN or infinite loss raises :class:`TrainingDiverged` with the likely causes; a loader that
+    yields no batches raises ValueError (with its dataset size, batch size and ``drop_last``).
     """
     from tqdm.auto import tqdm
 
@@ -231,16 +269,22 @@ def fit(
     if resume and checkpoint is None:
         raise ValueError("fit: resume=True needs checkpoint_dir (the folder of checkpoint.safetensors)")
     history, first_epoch = _new_history(), 1
+    say = tqdm.write if progress else print  # whether training resumed is said even without progress bars
     if resume and checkpoint.is_file():
-        state = load_training_state(checkpoint, model, optimizer, scheduler)
-        history = state["extra"]["history"]
-        if hasattr(train_loader, "load_state_dict"):
-            train_loader.load_state_dict(state["extra"]["train_loader"])
-        first_epoch = int(state["epoch"]) + 1
-        if progress:
-            tqdm.write(f"resumed from {checkpoint} after epoch {state['epoch']}")
-    elif resume and progress:
-        tqdm.write(f"no checkpoint at {checkpoint} yet: starting from scratch")
+        try:
+            state = load_training_state(checkpoint, model, optimizer, scheduler)
+            history = state["extra"]["history"]
+            if hasattr(train_loader, "load_state_dict"):
+                train_loader.load_state_dict(state["extra"]["train_loader"])
+            first_epoch = int(state["epoch"]) + 1
+        except Exception as e:  # a damaged file, or the checkpoint of another model/optimizer/loader
+            raise CheckpointError(
+                f"fit: cannot resume from {checkpoint}: {e} (delete the file, or choose another folder, "
+                "to start from scratch)"
+            ) from e
+        say(f"resumed from {checkpoint} after epoch {state['epoch']}")
+    elif resume:
+        say(f"no checkpoint at {checkpoint} yet: starting from scratch")
     if checkpoint is not None:
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
 
@@ -251,7 +295,9 @@ def fit(
             model, train_loader, optimizer, loss_fn, scheduler, epoch, epochs, progress, good
         )
         val = evaluate(model, val_loader, loss_fn) if val_loader is not None else {"loss": None, "acc": None}
-        if scheduler is not None and not _per_batch(scheduler):
+        if isinstance(scheduler, ReduceLROnPlateau):  # watches the validation loss (else the training loss)
+            scheduler.step(val["loss"] if val_loader is not None else train_loss)
+        elif scheduler is not None and not _per_batch(scheduler):
             scheduler.step()
         row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val["loss"],
                "val_acc": val["acc"], "lr": lr, "epoch_time_s": seconds, "images_per_s": speed}  # fmt: skip

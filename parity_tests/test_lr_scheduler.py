@@ -1,5 +1,7 @@
 """LR schedulers against torch.optim.lr_scheduler: the lr (and momentum) of every step, 100 steps.
 
+ReduceLROnPlateau, driven by a metric, is compared step by step with its whole state.
+
 The schedulers use PyTorch's formulas in PyTorch's order, so the Python floats are compared exactly.
 """
 
@@ -14,6 +16,7 @@ import minicnn as mc
 from minicnn import optim
 from minicnn.optim import lr_scheduler as mc_sched
 from minicnn.testing import compare_optimizer_with_torch
+from parity_tests.harness import rng_for
 
 STEPS = 100
 BASE_LRS = (0.1, 0.02)
@@ -24,6 +27,12 @@ def _mc_optimizer(kind, device):
     b = mc.tensor(np.ones(4), device=device, requires_grad=True)
     groups = [{"params": [a], "lr": BASE_LRS[0]}, {"params": [b], "lr": BASE_LRS[1]}]
     return optim.Adam(groups) if kind == "adam" else optim.SGD(groups, momentum=0.9)
+
+
+def _torch_optimizer(kind):
+    a, b = torch.ones(2, 3, requires_grad=True), torch.ones(4, requires_grad=True)
+    groups = [{"params": [a], "lr": BASE_LRS[0]}, {"params": [b], "lr": BASE_LRS[1]}]
+    return torch.optim.Adam(groups) if kind == "adam" else torch.optim.SGD(groups, momentum=0.9)
 
 
 def _momenta(opt):
@@ -44,10 +53,15 @@ def _trace(opt, sched, steps=STEPS):
 CASES = {
     "StepLR": lambda S, o: S.StepLR(o, step_size=7, gamma=0.5),
     "MultiStepLR": lambda S, o: S.MultiStepLR(o, milestones=[10, 30, 30, 75], gamma=0.3),
+    "MultiStepLR-float-milestones": lambda S, o: S.MultiStepLR(o, milestones=[0.25 * STEPS, 0.5 * STEPS]),
     "CosineAnnealingLR": lambda S, o: S.CosineAnnealingLR(o, T_max=100),
     "CosineAnnealingLR-restarts": lambda S, o: S.CosineAnnealingLR(o, T_max=30, eta_min=1e-3),
     "LinearLR": lambda S, o: S.LinearLR(o, start_factor=0.1, end_factor=0.9, total_iters=20),
     "LinearLR-defaults": lambda S, o: S.LinearLR(o),
+    "ExponentialLR": lambda S, o: S.ExponentialLR(o, gamma=0.95),
+    "warmup+exponential": lambda S, o: S.SequentialLR(
+        o, [S.LinearLR(o, start_factor=0.1, total_iters=8), S.ExponentialLR(o, gamma=0.9)], milestones=[8]
+    ),
     "LambdaLR": lambda S, o: S.LambdaLR(o, lambda e: 0.97**e),
     "LambdaLR-per-group": lambda S, o: S.LambdaLR(o, [lambda e: 1 / (1 + e), lambda e: math.cos(e / 20)]),
     "warmup+cosine": lambda S, o: S.SequentialLR(
@@ -135,6 +149,7 @@ STATE_CASES = {
     "warmup+cosine": CASES["warmup+cosine"],
     "OneCycleLR": CASES["OneCycleLR-three-phase"],
     "LambdaLR-object": lambda S, o: S.LambdaLR(o, _Warmup(30)),
+    "ExponentialLR": lambda S, o: S.ExponentialLR(o, gamma=0.97),
 }
 
 
@@ -175,6 +190,145 @@ def test_scheduler_step_before_optimizer_step_warns(device):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         sched.step()
+
+
+def _metrics(seed, n=STEPS):
+    """A noisy decreasing 'validation loss' with plateaus, so the schedule reduces, cools down, etc."""
+    rng = rng_for("plateau", seed)
+    values = 2.0 / np.sqrt(1 + np.arange(n)) + 0.05 * rng.standard_normal(n)
+    values[30:55] = values[30]  # a flat stretch
+    return [float(v) for v in values]
+
+
+PLATEAU_CASES = {
+    "defaults": dict(),
+    "min-rel": dict(mode="min", factor=0.5, patience=2, threshold=0.01),
+    "min-abs-cooldown": dict(factor=0.3, patience=1, threshold=0.02, threshold_mode="abs", cooldown=3),
+    "max-rel": dict(mode="max", factor=0.7, patience=0),
+    "max-abs": dict(mode="max", factor=0.5, patience=3, threshold=0.1, threshold_mode="abs", cooldown=1),
+    "min_lr-per-group": dict(factor=0.5, patience=0, min_lr=[0.02, 0.001]),
+    "min_lr-and-eps": dict(factor=0.5, patience=0, min_lr=1e-3, eps=1e-3),
+}
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+@pytest.mark.parametrize("name", list(PLATEAU_CASES))
+def test_reduce_lr_on_plateau_matches_torch(name, kind, device):
+    kwargs = PLATEAU_CASES[name]
+    mc_opt, th_opt = _mc_optimizer(kind, device), _torch_optimizer(kind)
+    sched = mc_sched.ReduceLROnPlateau(mc_opt, **kwargs)
+    th_sched = torch.optim.lr_scheduler.ReduceLROnPlateau(th_opt, **kwargs)
+    assert sched.get_last_lr() == th_sched.get_last_lr() == list(BASE_LRS)  # building it changes nothing
+    reductions = 0
+    for step, value in enumerate(_metrics(name)):
+        metric = mc.tensor(value, device=device) if step % 2 else value  # a 0-d Tensor or a float
+        before = [g["lr"] for g in mc_opt.param_groups]
+        mc_opt.step()
+        th_opt.step()
+        sched.step(metric)
+        th_sched.step(torch.tensor(value) if step % 2 else value)
+        mine, ref = sched.state_dict(), th_sched.state_dict()
+        assert mine == ref, f"{name}: step {step}: state {mine} != torch's {ref}"
+        assert [g["lr"] for g in mc_opt.param_groups] == [g["lr"] for g in th_opt.param_groups]
+        reductions += [g["lr"] for g in mc_opt.param_groups] != before
+    assert reductions >= 2, "the metrics should make the schedule reduce the lr more than once"
+
+
+def test_reduce_lr_on_plateau_state_dict_resumes(device):
+    kwargs = dict(factor=0.5, patience=2, cooldown=2, min_lr=[1e-3, 1e-4])
+    values = _metrics("resume")
+    opt = _mc_optimizer("sgd", device)
+    sched = mc_sched.ReduceLROnPlateau(opt, **kwargs)
+    straight = []
+    for v in values:
+        sched.step(v)
+        straight.append(sched.get_last_lr())
+
+    opt = _mc_optimizer("sgd", device)
+    sched = mc_sched.ReduceLROnPlateau(opt, **kwargs)
+    resumed = []
+    for v in values[:40]:
+        sched.step(v)
+        resumed.append(sched.get_last_lr())
+    opt_state, sched_state = opt.state_dict(), sched.state_dict()
+    new_opt = _mc_optimizer("sgd", device)
+    new_sched = mc_sched.ReduceLROnPlateau(new_opt, mode="max")  # mode, best, counters: all restored
+    new_sched.load_state_dict(sched_state)
+    new_opt.load_state_dict(opt_state)
+    for v in values[40:]:
+        new_sched.step(v)
+        resumed.append(new_sched.get_last_lr())
+    assert resumed == straight
+
+
+def test_reduce_lr_on_plateau_bad_arguments(device):
+    opt = _mc_optimizer("sgd", device)
+    S = mc_sched.ReduceLROnPlateau
+    for kwargs, error, match in [
+        (dict(factor=1.0), ValueError, "factor should be < 1.0"),
+        (dict(factor=-0.5), ValueError, "factor must be >= 0"),
+        (dict(factor="0.1"), TypeError, "factor must be a number"),
+        (dict(mode="avg"), ValueError, "mode must be 'min' or 'max', got 'avg'"),
+        (dict(threshold_mode="relative"), ValueError, "threshold_mode must be 'rel' or 'abs'"),
+        (dict(min_lr=[0.1, 0.2, 0.3]), ValueError, "expected 2 min_lrs"),
+        (dict(min_lr=-1e-3), ValueError, "min_lr must be >= 0"),
+        (dict(patience=-1), ValueError, "patience must be >= 0"),
+        (dict(cooldown=None), TypeError, "cooldown must be a number"),
+        (dict(eps=-1.0), ValueError, "eps must be >= 0"),
+    ]:
+        with pytest.raises(error, match=match):
+            S(opt, **kwargs)
+    with pytest.raises(TypeError, match="is not an Optimizer|needs a minicnn.optim.Optimizer"):
+        S(torch.optim.SGD([torch.ones(1, requires_grad=True)]))
+    sched = S(opt)
+    with pytest.raises(TypeError, match=r"step\(metrics\): metrics must be a number or a one-element Tensor"):
+        sched.step(None)
+    with pytest.raises(TypeError, match="metrics must be a number"):
+        sched.step(mc.tensor([0.5, 0.4]))
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda S, o: S.StepLR(o, step_size=0), ValueError, "StepLR: step_size must be > 0, got 0"),
+        (lambda S, o: S.StepLR(o, step_size=-2), ValueError, "step_size must be > 0"),
+        (lambda S, o: S.StepLR(o, step_size="5"), TypeError, "StepLR: step_size must be a number"),
+        (lambda S, o: S.StepLR(o, 5, gamma=-0.1), ValueError, "gamma must be >= 0"),
+        (lambda S, o: S.CosineAnnealingLR(o, T_max=0), ValueError, "CosineAnnealingLR: T_max must be > 0"),
+        (lambda S, o: S.CosineAnnealingLR(o, T_max=10, eta_min=None), TypeError, "eta_min must be a number"),
+        (lambda S, o: S.LinearLR(o, total_iters=0), ValueError, "LinearLR: total_iters must be > 0"),
+        (lambda S, o: S.LinearLR(o, start_factor="0.5"), TypeError, "start_factor must be a number"),
+        (lambda S, o: S.ExponentialLR(o, gamma="0.9"), TypeError, "ExponentialLR: gamma must be a number"),
+        (lambda S, o: S.ExponentialLR(o, gamma=-0.9), ValueError, "gamma must be >= 0"),
+        (lambda S, o: S.MultiStepLR(o, milestones=[10, 2.5]), ValueError, "milestones must be whole epoch"),
+        (lambda S, o: S.MultiStepLR(o, milestones=["10"]), TypeError, "each milestone must be a number"),
+        (lambda S, o: S.MultiStepLR(o, [10], gamma=None), TypeError, "gamma must be a number"),
+        (lambda S, o: S.LambdaLR(o, 0.5), TypeError, "lr_lambda must be a function"),
+        (lambda S, o: S.OneCycleLR(o, 0.1, 10, div_factor=0), ValueError, "div_factor must be > 0"),
+        (lambda S, o: S.OneCycleLR(o, 0.1, 10, final_div_factor=0), ValueError, "final_div_factor must be >"),
+        (lambda S, o: S.OneCycleLR(o, max_lr="0.1", total_steps=10), TypeError, "max_lr must be a number"),
+        (lambda S, o: S.OneCycleLR(o, max_lr=[0.1, -1.0], total_steps=10), ValueError, "max_lr must be >= 0"),
+    ],
+)
+def test_no_argument_ends_in_a_zero_division(make, error, match, device):
+    """Each of these divided by zero (or failed inside a comparison) in the schedule; now the
+    constructor names the argument. torch raises ZeroDivisionError for the first ones."""
+    with pytest.raises(error, match=match):
+        make(mc_sched, _mc_optimizer("sgd", device))
+
+
+def test_one_cycle_with_pct_start_1_reaches_its_last_step(device):
+    """The last phase is empty then: torch divides by zero at the last step, minicnn ends at the minimum."""
+    opt = _mc_optimizer("sgd", device)
+    sched = mc_sched.OneCycleLR(opt, max_lr=0.5, total_steps=10, pct_start=1.0)
+    th_opt = _torch_optimizer("sgd")
+    th_sched = torch.optim.lr_scheduler.OneCycleLR(th_opt, max_lr=0.5, total_steps=10, pct_start=1.0)
+    for _ in range(9):
+        opt.step(), sched.step(), th_opt.step(), th_sched.step()
+        assert sched.get_last_lr() == th_sched.get_last_lr()
+    opt.step()
+    sched.step()
+    assert sched.get_last_lr() == [g["min_lr"] for g in opt.param_groups]
 
 
 def test_bad_arguments_are_explained(device):

@@ -9,7 +9,7 @@ import minicnn as mc
 from minicnn import nn, optim
 from minicnn.data import ArraysDataset, DataLoader, Normalize, RandomCrop
 from minicnn.nn import functional as F
-from minicnn.train import TrainingDiverged, confusion_matrix, evaluate, fit, predict
+from minicnn.train import CheckpointError, TrainingDiverged, confusion_matrix, evaluate, fit, predict
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +171,96 @@ def test_fit_errors(digits):
         ValueError, match=r"logits of shape \(N, num_classes\) = \(5, K\).*got shape \(320,\)"
     ):
         fit(flat, loader, None, opt, 1, progress=False)
+
+
+def test_an_empty_loader_is_named_not_blamed_on_the_learning_rate(digits):
+    train, test = digits
+    model = small_cnn()
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    empty = DataLoader(train.subset(3), batch_size=4, drop_last=True, transform=NORM)
+    with pytest.raises(ValueError) as info:
+        fit(model, empty, None, opt, 1, progress=False)
+    message = str(info.value)
+    assert message.startswith("fit: the training loader yielded no batches")
+    assert "3 images, fewer than batch_size=4, and drop_last=True" in message
+    assert "learning rate" not in message and "nan" not in message
+    loader = DataLoader(train.subset(8), batch_size=4, transform=NORM)
+    no_val = DataLoader(test.subset(2), batch_size=4, drop_last=True, transform=NORM)
+    with pytest.raises(ValueError, match="evaluate: the validation loader yielded no batches"):
+        fit(model, loader, no_val, opt, 1, progress=False)
+    with pytest.raises(ValueError, match="evaluate: the validation loader yielded no batches"):
+        evaluate(model, no_val)
+    with pytest.raises(ValueError, match=r"yielded no batches \(it is empty\)"):
+        fit(model, [], None, opt, 1, progress=False)
+
+
+def _short_run(train, checkpoint_dir, model=None, resume=False, progress=False):
+    mc.manual_seed(0)
+    model = model if model is not None else small_cnn()
+    loader = DataLoader(train.subset(16), batch_size=8, shuffle=True, transform=NORM, seed=0)
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return fit(model, loader, None, opt, 1, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+
+
+def test_resume_says_what_it_does_even_without_progress_bars(digits, tmp_path, capsys):
+    train, _ = digits
+    _short_run(train, tmp_path, resume=True, progress=False)
+    out = capsys.readouterr().out
+    assert out == f"no checkpoint at {tmp_path / 'checkpoint.safetensors'} yet: starting from scratch\n"
+    _short_run(train, tmp_path, resume=True, progress=False)
+    assert capsys.readouterr().out == f"resumed from {tmp_path / 'checkpoint.safetensors'} after epoch 1\n"
+
+
+def test_resume_from_a_bad_checkpoint_is_a_checkpoint_error(digits, tmp_path):
+    train, _ = digits
+    checkpoint = tmp_path / "checkpoint.safetensors"
+    checkpoint.write_bytes(b"\x00garbage, not a safetensors file")
+    with pytest.raises(CheckpointError) as info:
+        _short_run(train, tmp_path, resume=True)
+    message = str(info.value)
+    assert message.startswith(f"fit: cannot resume from {checkpoint}: ") and "\n" not in message
+    assert "not a valid safetensors checkpoint" in message
+
+    _short_run(train, tmp_path / "other")  # a checkpoint of a model with other layers
+    other = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with pytest.raises(CheckpointError, match="fit: cannot resume from .*other.*checkpoint.safetensors"):
+        _short_run(train, tmp_path / "other", model=other, resume=True)
+
+
+def test_reduce_lr_on_plateau_is_given_the_validation_loss(digits, monkeypatch):
+    train, test = digits
+    mc.manual_seed(0)
+    model = small_cnn()
+    loader = DataLoader(train.subset(32), batch_size=16, transform=NORM)
+    val = DataLoader(test.subset(16), batch_size=16, transform=NORM)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    sched = optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=0)
+    seen = []
+    real_step = sched.step
+    monkeypatch.setattr(sched, "step", lambda metrics: (seen.append(metrics), real_step(metrics)))
+    history = fit(model, loader, val, opt, 3, scheduler=sched, progress=False)
+    assert seen == history["val_loss"]  # once per epoch, after validation
+    # mode="max" on a loss: epochs 2 and 3 do not beat epoch 1's value unless the loss went up
+    expected, lr = [], 0.1
+    for epoch in range(3):
+        expected.append(lr)
+        if epoch > 0 and not seen[epoch] > max(seen[:epoch]) * (1 + 1e-4):
+            lr *= 0.5
+    assert history["lr"] == expected
+
+
+def test_manual_seed_accepts_negative_seeds_like_torch():
+    """torch.manual_seed(s) with -2**63 <= s < 0 uses s + 2**64 (so initial_seed() is that)."""
+    mc.manual_seed(-1)
+    assert mc.initial_seed() == 2**64 - 1
+    a = mc.randn(5).numpy()
+    mc.manual_seed(2**64 - 1)
+    np.testing.assert_array_equal(mc.randn(5).numpy(), a)
+    mc.manual_seed(-(2**63))
+    assert mc.initial_seed() == 2**63
+    for bad in (2**64, -(2**63) - 1):
+        with pytest.raises(ValueError, match=r"seed must be in \[-2\*\*63, 2\*\*64 - 1\]"):
+            mc.manual_seed(bad)
+    with pytest.raises(TypeError, match="a seed is an integer, got str 'abc'"):
+        mc.manual_seed("abc")
+    mc.manual_seed(0)

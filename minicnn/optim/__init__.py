@@ -11,9 +11,11 @@ for epoch in range(epochs):
 """
 
 from minicnn.optim import lr_scheduler
+from minicnn.optim.adadelta import Adadelta
+from minicnn.optim.adagrad import Adagrad
 from minicnn.optim.adam import Adam, AdamW
 from minicnn.optim.optimizer import Optimizer
 from minicnn.optim.rmsprop import RMSprop
 from minicnn.optim.sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "lr_scheduler"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adadelta", "Adagrad", "lr_scheduler"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from minicnn.backend import get_array_module
-from minicnn.optim.optimizer import Optimizer, _check_at_least, _lerp_
+from minicnn.optim.optimizer import Optimizer, _check_at_least, _check_flags, _check_number, _lerp_
 
 
 class Adam(Optimizer):
@@ -27,15 +27,21 @@ class Adam(Optimizer):
         weight_decay=0,
         amsgrad=False,
         *,
+        foreach=None,
         maximize=False,
+        capturable=False,
+        differentiable=False,
+        fused=None,
         decoupled_weight_decay=False,
     ):
         name = type(self).__name__
+        _check_flags(name, foreach=foreach, fused=fused, capturable=capturable, differentiable=differentiable)
         _check_at_least(name, "learning rate lr", lr, 0.0)
         _check_at_least(name, "epsilon eps", eps, 0.0)
-        if len(betas) != 2:
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
         for i, beta in enumerate(betas):
+            _check_number(name, f"betas[{i}]", beta)
             if not 0.0 <= beta < 1.0:
                 raise ValueError(
                     f"{name}: invalid beta parameter at index {i}: {beta} (it must be in [0, 1))"
@@ -111,7 +117,12 @@ class AdamW(Adam):
         amsgrad=False,
         *,
         maximize=False,
+        foreach=None,
+        capturable=False,
+        differentiable=False,
+        fused=None,
     ):
         super().__init__(
-            params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize, decoupled_weight_decay=True
-        )
+            params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
+            capturable=capturable, differentiable=differentiable, fused=fused, decoupled_weight_decay=True,
+        )  # fmt: skip

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import types
 import warnings
 from bisect import bisect_right
@@ -28,14 +29,26 @@ __all__ = [
     "StepLR",
     "MultiStepLR",
     "LinearLR",
+    "ExponentialLR",
     "CosineAnnealingLR",
     "SequentialLR",
     "OneCycleLR",
+    "ReduceLROnPlateau",
 ]
 
 
 def _current_lrs(optimizer):
     return [group["lr"] for group in optimizer.param_groups]
+
+
+def _check_number(scheduler: str, what: str, value, low=None, *, strict=False) -> None:
+    """A one-line TypeError for a non-number, a ValueError for a number below ``low`` (or not above
+    it, ``strict=True``). Catches, e.g., ``StepLR(step_size=0)`` before it divides by zero."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{scheduler}: {what} must be a number, got {type(value).__name__} {value!r}")
+    if low is not None and not (value > low if strict else value >= low):
+        bound = f"> {low}" if strict else f">= {low}"
+        raise ValueError(f"{scheduler}: {what} must be {bound}, got {value}")
 
 
 def _per_group(name, optimizer, value):
@@ -135,6 +148,9 @@ class LambdaLR(LRScheduler):
             self.lr_lambdas = list(lr_lambda)
         else:
             self.lr_lambdas = [lr_lambda] * len(optimizer.param_groups)
+        for fn in self.lr_lambdas:
+            if not callable(fn):
+                raise TypeError(f"LambdaLR: lr_lambda must be a function of the epoch, got {fn!r}")
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self):
@@ -165,6 +181,8 @@ class StepLR(LRScheduler):
     ``lr = initial_lr * gamma ** (epoch // step_size)``."""
 
     def __init__(self, optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1):
+        _check_number("StepLR", "step_size", step_size, 0, strict=True)
+        _check_number("StepLR", "gamma", gamma, 0)
         self.step_size = step_size
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
@@ -182,6 +200,12 @@ class MultiStepLR(LRScheduler):
     """Multiply the lr by ``gamma`` at each epoch listed in ``milestones``."""
 
     def __init__(self, optimizer, milestones, gamma: float = 0.1, last_epoch: int = -1):
+        milestones = list(milestones)
+        for m in milestones:
+            _check_number("MultiStepLR", "each milestone", m)
+            if m != int(m):  # 30.0 is epoch 30 (as in PyTorch); 2.5 would never be reached
+                raise ValueError(f"MultiStepLR: milestones must be whole epoch numbers, got {m!r}")
+        _check_number("MultiStepLR", "gamma", gamma, 0)
         self.milestones = Counter(milestones)
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
@@ -211,6 +235,9 @@ class LinearLR(LRScheduler):
         total_iters: int = 5,
         last_epoch: int = -1,
     ):
+        _check_number("LinearLR", "start_factor", start_factor)
+        _check_number("LinearLR", "end_factor", end_factor)
+        _check_number("LinearLR", "total_iters", total_iters, 0, strict=True)
         if start_factor > 1.0 or start_factor <= 0:
             raise ValueError(f"LinearLR: start_factor must be in (0, 1], got {start_factor}")
         if end_factor > 1.0 or end_factor < 0:
@@ -236,12 +263,32 @@ class LinearLR(LRScheduler):
         return [base_lr * (self.start_factor + delta * progress) for base_lr in self.base_lrs]
 
 
+class ExponentialLR(LRScheduler):
+    """Multiply the lr by ``gamma`` every epoch: ``lr = initial_lr * gamma ** epoch`` (computed
+    recursively, ``lr = lr * gamma``, as PyTorch does)."""
+
+    def __init__(self, optimizer, gamma: float, last_epoch: int = -1):
+        _check_number("ExponentialLR", "gamma", gamma, 0)
+        self.gamma = gamma
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        if self._is_initial:
+            return _current_lrs(self.optimizer)
+        return [group["lr"] * self.gamma for group in self.optimizer.param_groups]
+
+    def _get_closed_form_lr(self):
+        return [base_lr * self.gamma**self.last_epoch for base_lr in self.base_lrs]
+
+
 class CosineAnnealingLR(LRScheduler):
     """``lr = eta_min + (initial_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2``, computed recursively
     from the previous lr exactly like PyTorch (so the values match to the last bit); after ``T_max``
     epochs the lr rises again (the cosine continues)."""
 
     def __init__(self, optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1):
+        _check_number("CosineAnnealingLR", "T_max", T_max, 0, strict=True)
+        _check_number("CosineAnnealingLR", "eta_min", eta_min)
         self.T_max = T_max
         self.eta_min = eta_min
         super().__init__(optimizer, last_epoch)
@@ -395,6 +442,12 @@ class OneCycleLR(LRScheduler):
                 f"OneCycleLR: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}"
             )
         self.anneal_strategy = anneal_strategy
+        _check_number("OneCycleLR", "div_factor", div_factor, 0, strict=True)
+        _check_number("OneCycleLR", "final_div_factor", final_div_factor, 0, strict=True)
+        numbers_given = (("max_lr", max_lr), ("base_momentum", base_momentum), ("max_momentum", max_momentum))
+        for what, value in numbers_given:
+            for v in value if isinstance(value, (list, tuple)) else [value]:
+                _check_number("OneCycleLR", what, v, 0)
 
         # Each phase anneals group[start] -> group[end] until step end_step (keys name group entries).
         up_end = float(pct_start * self.total_steps) - 1
@@ -464,7 +517,8 @@ class OneCycleLR(LRScheduler):
             for i, phase in enumerate(self._schedule_phases):
                 end_step = phase["end_step"]
                 if step_num <= end_step or i == len(self._schedule_phases) - 1:
-                    pct = (step_num - start_step) / (end_step - start_step)
+                    # (a phase of zero length, the last one with pct_start=1.0, is at its end)
+                    pct = (step_num - start_step) / (end_step - start_step) if end_step != start_step else 1.0
                     lrs.append(self._anneal(group[phase["start_lr"]], group[phase["end_lr"]], pct))
                     if self.cycle_momentum:
                         momentum = self._anneal(
@@ -474,3 +528,153 @@ class OneCycleLR(LRScheduler):
                     break
                 start_step = phase["end_step"]
         return lrs
+
+
+class ReduceLROnPlateau(LRScheduler):
+    """Multiply the lr by ``factor`` when a metric has stopped improving for ``patience`` epochs.
+
+    ``step(metrics)`` once per epoch, after validation, with the monitored value (a float or a
+    0-d Tensor, e.g. the validation loss)::
+
+        sched = ReduceLROnPlateau(opt, mode="min", factor=0.1, patience=10)
+        for epoch in range(epochs):
+            train(...)
+            sched.step(evaluate(model, val_loader)["loss"])
+
+    A value is an improvement when it beats the best so far by more than ``threshold``: in ``min``
+    mode ``value < best * (1 - threshold)`` (``threshold_mode="rel"``) or
+    ``value < best - threshold`` (``"abs"``); ``max`` mode mirrors it. After more than
+    ``patience`` epochs without one, every group's lr becomes ``max(lr * factor, min_lr)`` (skipped
+    when that changes it by ``eps`` or less); then ``cooldown`` epochs pass before bad epochs
+    count again. Unlike the other schedulers it does not change the lr when it is built.
+    """
+
+    def __init__(
+        self,
+        optimizer,
+        mode: str = "min",
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: str = "rel",
+        cooldown: int = 0,
+        min_lr=0,
+        eps: float = 1e-8,
+    ):
+        name = "ReduceLROnPlateau"
+        _check_number(name, "factor", factor, 0)
+        if factor >= 1.0:
+            raise ValueError(f"{name}: factor should be < 1.0 (the lr is multiplied by it), got {factor}")
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{name} needs a minicnn.optim.Optimizer, got {type(optimizer).__name__}")
+        self.factor = factor
+        self.optimizer = optimizer
+        if isinstance(min_lr, (list, tuple)):
+            if len(min_lr) != len(optimizer.param_groups):
+                raise ValueError(
+                    f"{name}: expected {len(optimizer.param_groups)} min_lrs (one per parameter group), "
+                    f"got {len(min_lr)}"
+                )
+            self.default_min_lr = None
+            self.min_lrs = list(min_lr)
+        else:
+            self.default_min_lr = min_lr
+            self.min_lrs = [min_lr] * len(optimizer.param_groups)
+        for value in self.min_lrs:
+            _check_number(name, "min_lr", value, 0)
+        _check_number(name, "patience", patience, 0)
+        _check_number(name, "cooldown", cooldown, 0)
+        _check_number(name, "threshold", threshold)
+        _check_number(name, "eps", eps, 0)
+        self.patience = patience
+        self.cooldown = cooldown
+        self.eps = eps
+        self.last_epoch = 0
+        self._last_lr = _current_lrs(self.optimizer)
+        self._init_is_better(mode=mode, threshold=threshold, threshold_mode=threshold_mode)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.best = self.mode_worse
+        self.cooldown_counter = 0
+        self.num_bad_epochs = 0
+
+    def _init_is_better(self, mode, threshold, threshold_mode) -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"ReduceLROnPlateau: mode must be 'min' or 'max', got {mode!r}")
+        if threshold_mode not in ("rel", "abs"):
+            raise ValueError(
+                f"ReduceLROnPlateau: threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}"
+            )
+        self.mode_worse = math.inf if mode == "min" else -math.inf
+        self.mode = mode
+        self.threshold = threshold
+        self.threshold_mode = threshold_mode
+
+    @property
+    def in_cooldown(self) -> bool:
+        return self.cooldown_counter > 0
+
+    def _is_better(self, a, best) -> bool:
+        if self.mode == "min" and self.threshold_mode == "rel":
+            return a < best * (1.0 - self.threshold)
+        if self.mode == "min":
+            return a < best - self.threshold
+        if self.threshold_mode == "rel":
+            return a > best * (self.threshold + 1.0)
+        return a > best + self.threshold
+
+    def step(self, metrics, epoch=None) -> None:
+        """Record this epoch's ``metrics`` (a number or a one-element Tensor); lower the lr on a plateau."""
+        try:
+            current = float(metrics)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"ReduceLROnPlateau.step(metrics): metrics must be a number or a one-element Tensor "
+                f"(e.g. the validation loss), got {type(metrics).__name__} {metrics!r}"
+            ) from None
+        if epoch is None:
+            epoch = self.last_epoch + 1
+        else:
+            warnings.warn(
+                "ReduceLROnPlateau.step(metrics, epoch) is deprecated (as in PyTorch): call step(metrics)",
+                UserWarning,
+                stacklevel=2,
+            )
+        self.last_epoch = epoch
+        if self._is_better(current, self.best):
+            self.best = current
+            self.num_bad_epochs = 0
+        else:
+            self.num_bad_epochs += 1
+        if self.in_cooldown:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0  # bad epochs during the cooldown do not count
+        if self.num_bad_epochs > self.patience:
+            self._reduce_lr()
+            self.cooldown_counter = self.cooldown
+            self.num_bad_epochs = 0
+        self._last_lr = _current_lrs(self.optimizer)
+
+    def _reduce_lr(self) -> None:
+        groups = self.optimizer.param_groups
+        if len(groups) != len(self.min_lrs):
+            if self.default_min_lr is None:
+                raise RuntimeError(
+                    f"ReduceLROnPlateau: the optimizer has {len(groups)} parameter groups but min_lr "
+                    f"lists {len(self.min_lrs)} (was a group added after the scheduler was built?); "
+                    "set scheduler.min_lrs to one value per group"
+                )
+            self.min_lrs = [self.default_min_lr] * len(groups)
+        for group, min_lr in zip(groups, self.min_lrs):
+            old_lr = float(group["lr"])
+            new_lr = max(old_lr * self.factor, min_lr)
+            if old_lr - new_lr > self.eps:
+                group["lr"] = new_lr
+
+    def get_lr(self):  # the lr only changes in step(metrics)
+        return _current_lrs(self.optimizer)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self._init_is_better(mode=self.mode, threshold=self.threshold, threshold_mode=self.threshold_mode)

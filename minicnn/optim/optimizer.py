@@ -14,6 +14,7 @@ optimizer built over the same parameters in the same order, and training resumes
 from __future__ import annotations
 
 import copy
+import numbers
 from collections import defaultdict
 
 from minicnn.autograd import enable_grad, no_grad
@@ -178,6 +179,11 @@ class Optimizer:
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore a ``state_dict()``: options are restored, buffers go onto each parameter's device/dtype."""
         name = type(self).__name__
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
+            raise ValueError(
+                f"{name}.load_state_dict: expected an optimizer state_dict, a dict with 'state' and "
+                f"'param_groups', got {_describe(state_dict)}"
+            )
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(
@@ -190,11 +196,25 @@ class Optimizer:
                     f"{name}.load_state_dict: parameter group {i} has {len(g['params'])} parameters "
                     f"here but {len(sg['params'])} in the checkpoint"
                 )
+        for i, sg in enumerate(saved_groups):
+            # A missing on/off flag takes its default (an older checkpoint); a missing number means
+            # the checkpoint belongs to another optimizer (SGD's into Adam: no betas, no eps).
+            missing = [k for k, v in self.defaults.items() if k not in sg and not isinstance(v, bool)]
+            if missing:
+                options = sorted(k for k in sg if k not in ("params", "param_names"))
+                raise ValueError(
+                    f"{name}.load_state_dict: parameter group {i} of the checkpoint lacks {name}'s "
+                    f"option(s) {', '.join(missing)}: it was saved by another optimizer (its options: "
+                    f"{', '.join(options)})"
+                )
         param_of = {
             saved: p
             for g, sg in zip(self.param_groups, saved_groups)
             for saved, p in zip(sg["params"], g["params"])
         }
+        for key, saved_state in state_dict["state"].items():
+            if key in param_of:
+                self._check_saved_state(key, saved_state, param_of[key])
         self.state = defaultdict(dict)
         for key, saved_state in state_dict["state"].items():
             if key in param_of:
@@ -204,10 +224,28 @@ class Optimizer:
         for g, sg in zip(self.param_groups, saved_groups):
             new_group = {k: copy.deepcopy(v) for k, v in sg.items() if k != "params"}
             new_group["params"] = g["params"]
+            for key, default in self.defaults.items():
+                new_group.setdefault(key, default)
             if "param_names" in g and "param_names" not in new_group:
                 new_group["param_names"] = g["param_names"]
             new_groups.append(new_group)
         self.param_groups = new_groups
+
+    def _check_saved_state(self, index, saved_state, p: Tensor) -> None:
+        """Refuse, at load time, buffers that the update would choke on (shaped for other parameters)."""
+        name = type(self).__name__
+        if not isinstance(saved_state, dict):
+            raise ValueError(
+                f"{name}.load_state_dict: the state of parameter {index} should be a dict, got "
+                f"{_describe(saved_state)}"
+            )
+        for key, value in saved_state.items():
+            if _is_array(value) and value.ndim > 0 and tuple(value.shape) != tuple(p.shape):
+                raise ValueError(
+                    f"{name}.load_state_dict: state[{index}][{key!r}] has shape {tuple(value.shape)}, but "
+                    f"parameter {index} has shape {tuple(p.shape)}: the checkpoint was saved for other "
+                    "parameters (another model, or the parameters in another order)"
+                )
 
     # ------------------------------------------------------------------ printing
     def __repr__(self):
@@ -218,6 +256,12 @@ class Optimizer:
                 lines.append(f"    {key}: {group[key]}")
         lines.append(")")
         return "\n".join(lines)
+
+
+def _describe(value) -> str:
+    if _is_array(value) or isinstance(value, Tensor):
+        return f"an array of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
 
 
 def _copy_state(value):
@@ -241,10 +285,38 @@ def _restore_value(value, p: Tensor):
     return to_device(value, device_of(p.array))
 
 
+def _is_number(value) -> bool:
+    """A real number: int, float, NumPy scalar, or a one-element Tensor (PyTorch accepts a Tensor lr)."""
+    if isinstance(value, Tensor):
+        return value.numel() == 1 and value.dtype.kind in "biuf"
+    return isinstance(value, numbers.Real)
+
+
+def _check_number(optimizer: str, what: str, value) -> None:
+    """A one-line TypeError naming the option when ``value`` is not a number (say the string "0.1")."""
+    if not _is_number(value):
+        raise TypeError(f"{optimizer}: {what} must be a number, got {type(value).__name__} {value!r}")
+
+
 def _check_at_least(optimizer: str, what: str, value, low: float) -> None:
     """Argument validation shared by the optimizers (PyTorch raises ValueError for the same cases)."""
+    _check_number(optimizer, what, value)
     if not value >= low:
         raise ValueError(f"{optimizer}: invalid {what}: {value} (it must be >= {low})")
+
+
+def _check_flags(optimizer: str, foreach=None, fused=None, capturable=False, differentiable=False) -> None:
+    """PyTorch's implementation switches. minicnn has one implementation (PyTorch's single-tensor
+    arithmetic), so ``foreach``, ``fused`` and ``capturable`` change nothing; ``differentiable=True``
+    (a step that autograd can differentiate through) is not supported."""
+    for what, value in (("foreach", foreach), ("fused", fused)):
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"{optimizer}: {what} must be None, True or False, got {value!r}")
+    if differentiable:
+        raise NotImplementedError(
+            f"{optimizer}: differentiable=True is not supported: minicnn's optimizer steps update "
+            "p.array in place, outside autograd"
+        )
 
 
 def _lerp_(start, end, weight: float) -> None:

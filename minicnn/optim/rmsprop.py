@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from minicnn.backend import get_array_module
-from minicnn.optim.optimizer import Optimizer, _check_at_least, _lerp_
+from minicnn.optim.optimizer import Optimizer, _check_at_least, _check_flags, _lerp_
 
 
 class RMSprop(Optimizer):
@@ -27,8 +27,12 @@ class RMSprop(Optimizer):
         weight_decay=0,
         momentum=0,
         centered=False,
+        capturable=False,
+        foreach=None,
         maximize=False,
+        differentiable=False,
     ):
+        _check_flags("RMSprop", foreach=foreach, capturable=capturable, differentiable=differentiable)
         _check_at_least("RMSprop", "learning rate lr", lr, 0.0)
         _check_at_least("RMSprop", "epsilon eps", eps, 0.0)
         _check_at_least("RMSprop", "momentum", momentum, 0.0)

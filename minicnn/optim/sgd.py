@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from minicnn.optim.optimizer import Optimizer, _check_at_least
+from minicnn.optim.optimizer import Optimizer, _check_at_least, _check_flags, _check_number
 
 
 class SGD(Optimizer):
@@ -16,11 +16,24 @@ class SGD(Optimizer):
     """
 
     def __init__(
-        self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False, *, maximize=False
+        self,
+        params,
+        lr=1e-3,
+        momentum=0,
+        dampening=0,
+        weight_decay=0,
+        nesterov=False,
+        *,
+        maximize=False,
+        foreach=None,
+        differentiable=False,
+        fused=None,
     ):
+        _check_flags("SGD", foreach=foreach, fused=fused, differentiable=differentiable)
         _check_at_least("SGD", "learning rate lr", lr, 0.0)
         _check_at_least("SGD", "momentum", momentum, 0.0)
         _check_at_least("SGD", "weight_decay", weight_decay, 0.0)
+        _check_number("SGD", "dampening", dampening)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError(
                 f"SGD: Nesterov momentum requires a momentum > 0 and zero dampening, "
