@@ -1016,6 +1016,12 @@ _OPTIMIZERS = {
     ],
     "AdamW": [dict(), dict(lr=0.01, weight_decay=0.3), dict(lr=0.01, amsgrad=True, maximize=True)],
     "RMSprop": [dict(), dict(lr=0.01, momentum=0.9), dict(lr=0.01, centered=True, weight_decay=0.1)],
+    "Adadelta": [dict(), dict(lr=0.5, rho=0.8, weight_decay=0.1), dict(lr=1.0, eps=1e-4, maximize=True)],
+    "Adagrad": [
+        dict(),
+        dict(lr=0.1, lr_decay=0.01, weight_decay=0.1),
+        dict(lr=0.05, initial_accumulator_value=0.5),
+    ],
 }
 
 
@@ -1042,6 +1048,7 @@ _SCHEDULERS = {
     "CosineAnnealingLR": lambda S, o: S.CosineAnnealingLR(o, T_max=30, eta_min=1e-3),
     "LinearLR": lambda S, o: S.LinearLR(o, start_factor=0.1, end_factor=0.9, total_iters=20),
     "LambdaLR": lambda S, o: S.LambdaLR(o, lambda e: 0.97**e),
+    "ExponentialLR": lambda S, o: S.ExponentialLR(o, gamma=0.9),
     "SequentialLR": lambda S, o: S.SequentialLR(
         o,
         [S.LinearLR(o, start_factor=0.01, total_iters=10), S.CosineAnnealingLR(o, T_max=20)],
