@@ -32,6 +32,13 @@ def _parser():
     p.add_argument("--quick", action="store_true", help=f"{QUICK} configurations per op instead of {FULL}")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled configurations and values")
     p.add_argument("--list", action="store_true", help="list the op names and exit")
+    p.add_argument(
+        "--tier",
+        default="auto",
+        choices=["auto", "kernels", "textbook"],
+        help="CPU tier: the compiled kernels (auto: when Numba is there) or the textbook ops; "
+        "a GPU always runs the textbook",
+    )
     return p
 
 
@@ -107,7 +114,6 @@ def main(argv=None) -> int:
     except SystemExit as exit_:  # --help, or argparse's own usage error (it has printed it)
         return int(exit_.code or 0)
     from minicnn.backend import Device, cuda_available
-    from minicnn.testing import RTOL
     from minicnn.testing.catalogue import CATALOGUE, GROUPS
 
     if args.list:
@@ -139,12 +145,26 @@ def main(argv=None) -> int:
         return 2
 
     import minicnn
+    from minicnn import kernels
+
+    if args.tier == "kernels" and not kernels.available():
+        print(f"minicnn.check: --tier kernels: {kernels.unavailable_reason()}", file=sys.stderr)
+        return 2
+    on_cpu_kernels = device.type == "cpu" and args.tier != "textbook" and kernels.available()
+    tier = "kernels" if on_cpu_kernels else "textbook"
+    with kernels.use_kernels(tier == "kernels"):
+        return _run(args, checks, device, tier, torch, minicnn)
+
+
+def _run(args, checks, device, tier, torch, minicnn) -> int:
+    from minicnn.testing import RTOL
 
     count = QUICK if args.quick else FULL
     rtol = RTOL[args.dtype]
     print(
-        f"minicnn {minicnn.__version__} against PyTorch {torch.__version__}: minicnn on {device}, PyTorch on "
-        f"the CPU, {args.dtype}, seed {args.seed}, up to {count} configurations per op"
+        f"minicnn {minicnn.__version__} against PyTorch {torch.__version__}: minicnn on {device} "
+        f"({tier} tier), PyTorch on the CPU, {args.dtype}, seed {args.seed}, up to {count} configurations "
+        "per op"
     )
     print(f"errors are relative: max |minicnn - torch| / (|torch| + max|torch|); pass = all <= {rtol:g}")
     width = max(len(c.name) for c in checks)
@@ -172,7 +192,7 @@ def main(argv=None) -> int:
     matched = len(checks) - len(failed)
     verdict = (
         f"minicnn.check: {matched}/{len(checks)} ops match PyTorch {torch.__version__} on {device} "
-        f"({args.dtype}) in {seconds:.0f} s"
+        f"({tier} tier, {args.dtype}) in {seconds:.0f} s"
     )
     if failed:
         verdict += "; different: " + ", ".join(name for name, _ in failed)

@@ -44,7 +44,7 @@ def test_quick_run_prints_the_table_and_passes(capsys):
         assert configs == str(check.QUICK) and passed == "yes"
         assert float(fwd) <= 1e-10 and float(grad) <= 1e-10  # float64: within the parity suite's rtol
     assert out.splitlines()[-1].startswith("minicnn.check: 2/2 ops match PyTorch ")
-    assert " on cpu (float64) in " in out.splitlines()[-1]
+    assert " on cpu (kernels tier, float64) in " in out.splitlines()[-1]
 
 
 def test_a_difference_fails_the_run_and_is_named(monkeypatch, capsys):
@@ -58,7 +58,7 @@ def test_a_difference_fails_the_run_and_is_named(monkeypatch, capsys):
     assert rows["relu"][0] == "1" and rows["relu"][-1] == "NO" and rows["sigmoid"][-1] == "yes"
     assert float(rows["relu"][1]) > 1e-4  # the forward error is reported, above float32's tolerance
     assert "FAILED relu [case=1]: compare_with_torch: output: worst element [" in out
-    verdict = r"minicnn\.check: 1/2 ops match PyTorch \S+ on cpu \(float32\) in \d+ s; different: relu"
+    verdict = r"minicnn\.check: 1/2 ops match PyTorch \S+ on cpu \(\w+ tier, float32\) in \d+ s; different: relu"
     assert re.fullmatch(verdict, out.splitlines()[-1])
 
 
