@@ -17,9 +17,10 @@ from parity_tests.harness import DTYPES, RTOL, assert_close, rng_for
 pytestmark = pytest.mark.skipif(not kernels.available(), reason=f"kernels: {kernels.unavailable_reason()}")
 
 if kernels.available():
-    from minicnn.kernels.activation import ReLUKernels, relu_backward, relu_forward
+    from minicnn.kernels.activation import ReLU as ReLUKernels
+    from minicnn.kernels.activation import relu_backward, relu_forward
+    from minicnn.kernels.normalization import BatchNorm as BatchNormKernels
     from minicnn.kernels.normalization import (
-        BatchNormKernels,
         batch_norm_backward_dx,
         batch_norm_backward_sums,
         batch_norm_stats,
@@ -56,6 +57,7 @@ def _run(cls, x, g, w, b, rm, rv, training, needs=(True, True, True)):
 
 def test_the_twins_are_registered():
     assert BatchNorm.compiled is BatchNormKernels and ReLU.compiled is ReLUKernels
+    assert BatchNormKernels.__name__ == "BatchNorm" and ReLUKernels.__name__ == "ReLU"  # one name per op
     x = mc.randn(4, 3, 2, 2, requires_grad=True)
     for on, bn_cls, relu_cls in ((True, BatchNormKernels, ReLUKernels), (False, BatchNorm, ReLU)):
         with kernels.use_kernels(on):

@@ -1,4 +1,5 @@
-"""ReLU as loops: the compiled twin of ``minicnn.ops.activation.ReLU``.
+"""ReLU as loops: the compiled twin of ``minicnn.ops.activation.ReLU``
+(a subclass of the same name).
 
 Two kernels, each one pass over the flattened array, split between the threads (``prange``):
 
@@ -17,7 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from minicnn.kernels import twin
-from minicnn.ops.activation import ReLU
+from minicnn.ops import activation as textbook
 
 
 @njit(parallel=True, cache=True)
@@ -41,9 +42,10 @@ def relu_backward(g, out):
 _COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-@twin(ReLU)
-class ReLUKernels(ReLU):
-    """``ReLU`` with both passes compiled, on float32 and float64 arrays (others: the textbook)."""
+@twin(textbook.ReLU)
+class ReLU(textbook.ReLU):
+    """The textbook ``ReLU`` with both passes compiled (same name: the profiler and grad_fn show one op),
+    on float32 and float64 arrays (others: the textbook's code)."""
 
     def forward(self, x):
         if x.dtype not in _COMPILED_DTYPES:

@@ -1,4 +1,5 @@
-"""Batch normalisation as loops: the compiled twin of ``minicnn.ops.normalization.BatchNorm``.
+"""Batch normalisation as loops: the compiled twin of ``minicnn.ops.normalization.BatchNorm``
+(a subclass of the same name).
 
 Four kernels, one per pass over the activations, each the loop form of a line of the textbook op
 (docs/backprop/batchnorm.md). The input is viewed as (N, C, M), M = L or H*W (a reshape, no copy).
@@ -28,7 +29,7 @@ import numpy as np
 from numba import njit, prange
 
 from minicnn.kernels import twin
-from minicnn.ops.normalization import BatchNorm, _update_running_stats
+from minicnn.ops import normalization as textbook
 
 # fastmath={"reassoc"} on the reductions only: it lets LLVM keep several partial sums at once (SIMD),
 # which changes the order of the additions and nothing else (NaN and inf still propagate).
@@ -111,9 +112,10 @@ def batch_norm_backward_dx(g, x, mean, invstd, k, m, sum_g, sum_g_xhat):
 _COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-@twin(BatchNorm)
-class BatchNormKernels(BatchNorm):
-    """``BatchNorm`` with its passes compiled. Saves x (not x̂) for backward: x is an input it reads."""
+@twin(textbook.BatchNorm)
+class BatchNorm(textbook.BatchNorm):
+    """The textbook ``BatchNorm`` with its passes compiled (same name: the profiler and grad_fn show one
+    op). Saves x, not x̂, for backward: x is an input it reads."""
 
     def forward(
         self, x, weight, bias, running_mean=None, running_var=None, training=False, momentum=0.1, eps=1e-5
@@ -126,7 +128,7 @@ class BatchNormKernels(BatchNorm):
         m = n * x3.shape[2]  # values per channel
         if training:
             mean, var = (s.astype(x.dtype) for s in batch_norm_stats(x3))
-            _update_running_stats(running_mean, running_var, mean, var, m, momentum)
+            textbook._update_running_stats(running_mean, running_var, mean, var, m, momentum)
         else:
             mean, var = running_mean.astype(x.dtype), running_var.astype(x.dtype)
         invstd = 1.0 / np.sqrt(var + eps)
