@@ -142,3 +142,85 @@ def test_activation_errors(device):
         F.gelu(mc.zeros(3, device=device), approximate="erf")
     with pytest.raises(IndexError, match="softmax: dim 2 is out of range for a tensor with 2 dimension"):
         F.softmax(mc.zeros(3, 4, device=device), dim=2)
+
+
+INPLACE = {  # PyTorch's activations with an inplace flag: (minicnn, torch) functions of (x, inplace)
+    "relu": (lambda x, i: F.relu(x, inplace=i), lambda x, i: TF.relu(x, inplace=i)),
+    "leaky_relu": (
+        lambda x, i: F.leaky_relu(x, 0.2, inplace=i),
+        lambda x, i: TF.leaky_relu(x, 0.2, inplace=i),
+    ),
+    "elu": (lambda x, i: F.elu(x, 0.7, inplace=i), lambda x, i: TF.elu(x, 0.7, inplace=i)),
+    "silu": (lambda x, i: F.silu(x, inplace=i), lambda x, i: TF.silu(x, inplace=i)),
+}
+LAYERS = {"relu": "ReLU", "leaky_relu": "LeakyReLU", "elu": "ELU", "silu": "SiLU"}
+
+
+@pytest.mark.parametrize("name", list(INPLACE))
+def test_inplace_activations(device, name):
+    """inplace=True overwrites x and returns it, as PyTorch: plain tensors, tensors inside a graph
+    (the gradient flows through the in-place op) and the error for a leaf that requires grad."""
+    ours, theirs = INPLACE[name]
+    x_np = _inputs(rng_for("inplace", name), (3, 4, 5), 2.0)
+    x, xt = mc.tensor(x_np, device=device), torch.from_numpy(x_np.copy())
+    v0 = x._version
+    assert ours(x, True) is x and x._version == v0 + 1
+    np.testing.assert_allclose(x.numpy(), theirs(xt, True).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(x.numpy(), ours(mc.tensor(x_np, device=device), False).numpy(), rtol=0)
+
+    # inside a graph: y = 3 * a, then y is overwritten; gradients flow through the in-place op
+    a, at = mc.tensor(x_np, device=device, requires_grad=True), torch.tensor(x_np, requires_grad=True)
+    y, yt = a * 3.0, at * 3.0
+    out, outt = ours(y, True), theirs(yt, True)
+    assert out is y
+    u = rng_for("inplace-u", name).standard_normal(x_np.shape)
+    (out * mc.tensor(u, device=device)).sum().backward()
+    (outt * torch.from_numpy(u)).sum().backward()
+    np.testing.assert_allclose(y.numpy(), yt.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(a.grad.numpy(), at.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+    leaf = mc.tensor(x_np, device=device, requires_grad=True)
+    with pytest.raises(RuntimeError, match="a leaf Variable that requires grad is being used in an in-place"):
+        ours(leaf, True)
+
+    layer = getattr(mc.nn, LAYERS[name])(inplace=True) if name in ("relu", "silu") else None
+    if layer is not None:  # the layers pass the flag on (their repr says so, as PyTorch's)
+        x = mc.tensor(x_np, device=device)
+        assert layer(x) is x and repr(layer) == repr(getattr(torch.nn, LAYERS[name])(inplace=True))
+    layer = getattr(mc.nn, LAYERS[name])()
+    x = mc.tensor(x_np, device=device)
+    assert layer(x) is not x and np.array_equal(x.numpy(), x_np)  # the default leaves x alone
+
+
+def test_inplace_layers_leaky_relu_and_elu(device):
+    x_np = _inputs(rng_for("inplace-layers"), (4, 6), 1.0)
+    for ours, theirs in [
+        (mc.nn.LeakyReLU(0.1, inplace=True), torch.nn.LeakyReLU(0.1, inplace=True)),
+        (mc.nn.ELU(0.5, inplace=True), torch.nn.ELU(0.5, inplace=True)),
+    ]:
+        x, xt = mc.tensor(x_np, device=device), torch.from_numpy(x_np.copy())
+        assert ours(x) is x and repr(ours) == repr(theirs)
+        np.testing.assert_allclose(x.numpy(), theirs(xt).numpy(), rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NaN * u in the harness
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "elu", "silu", "sigmoid", "tanh"])
+def test_nan_and_inf_inputs(device, name):
+    """NaN and ±inf inputs: the same outputs and gradients as PyTorch (ReLU passes g at a NaN input:
+    its rule is 'zero where x <= 0', and NaN <= 0 is false)."""
+    x = np.array([[np.nan, -np.inf, np.inf, 0.0, -0.0, -1.5, 2.0, np.nan]])
+    check_parity(*ELEMENTWISE[name], [x], device=device, upstream=[np.arange(1.0, 9.0)[None]])
+
+
+@pytest.mark.parametrize("name", list(ELEMENTWISE))
+def test_elementwise_empty_batch(device, name):
+    check_parity(*ELEMENTWISE[name], [np.zeros((0, 3, 4))], device=device)
+
+
+@pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("dim", [0, 1])
+def test_softmax_empty_batch(device, fn, dim):
+    """An empty batch, reduced over it (dim=0) or over the classes (dim=1): empty results, as PyTorch."""
+    check_parity(
+        lambda t: getattr(F, fn)(t, dim), lambda t: getattr(TF, fn)(t, dim), [np.zeros((0, 5))], device=device
+    )

@@ -125,25 +125,94 @@ def test_batch_norm_errors(device):
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_batch_slices(device, training, monkeypatch):
-    """The backward's element-wise passes run over slices of the batch (one sample per slice
-    here): the result must not depend on the slicing, in float64 to 1e-12."""
-    import minicnn.ops.normalization as bn_mod
-
-    monkeypatch.setattr(bn_mod, "SLICE_BYTES", 1)
-    rng = rng_for("bn-slices", training)
-    shape = (5, 3, 4, 6)
-    x = rng.standard_normal(shape) * 2.0 + 3.0
-    rm, rv = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)
-    w, b = rng.standard_normal(3), rng.standard_normal(3)
+def test_batch_norm_float32_large_batch(device, training):
+    """A channel of 32*14*14 = 6272 values far from zero (mean 5, std 2): float32 sums must stay
+    accurate (two-pass variance, float64 sums in the kernels) to PyTorch's 1e-4."""
+    rng = rng_for("bn-large", training)
+    shape = (32, 8, 14, 14)
+    x = rng.standard_normal(shape) * 2.0 + 5.0
+    rm, rv = rng.standard_normal(8) + 5.0, rng.uniform(2.0, 6.0, 8)
+    w, b = rng.standard_normal(8), rng.standard_normal(8)
     check_parity(
         lambda x, rm, rv, w, b: F.batch_norm(x, rm, rv, w, b, training=training),
         lambda x, rm, rv, w, b: torch.nn.functional.batch_norm(x, rm, rv, w, b, training=training),
         [x, rm, rv, w, b],
         grad=[True, False, False, True, True],
-        rtol=1e-12,
+        dtype="float32",
         device=device,
     )
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_empty_batch(device, training):
+    """N = 0: an empty output, zero gradients for weight and bias and, in training, running
+    statistics left as they are, as PyTorch (which refuses only a single value per channel)."""
+    rng = rng_for("bn-empty", training)
+    rm, rv = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)
+    th_rm, th_rv = torch.from_numpy(rm.copy()), torch.from_numpy(rv.copy())
+    mc_rm, mc_rv = mc.tensor(rm.copy(), device=device), mc.tensor(rv.copy(), device=device)
+    for shape in [(0, 3), (0, 3, 4, 4), (2, 3, 0)]:
+        check_parity(
+            lambda x, w, b: F.batch_norm(x, mc_rm, mc_rv, w, b, training=training),
+            lambda x, w, b: torch.nn.functional.batch_norm(x, th_rm, th_rv, w, b, training=training),
+            [np.zeros(shape), rng.standard_normal(3), rng.standard_normal(3)],
+            device=device,
+        )
+    assert_close(mc_rm.numpy(), th_rm.numpy(), 0.0, "running_mean")
+    assert_close(mc_rv.numpy(), th_rv.numpy(), 0.0, "running_var")
+    layer, ref = mc.nn.BatchNorm2d(3, momentum=None).to(device), torch.nn.BatchNorm2d(3, momentum=None)
+    layer.train(training), ref.train(training)
+    assert layer(mc.zeros(0, 3, 5, 5, device=device)).shape == ref(torch.zeros(0, 3, 5, 5)).shape
+    assert layer.num_batches_tracked.item() == ref.num_batches_tracked.item()
+    assert_close(layer.running_mean.numpy(), ref.running_mean.numpy(), 0.0, "layer running_mean")
+
+
+def test_batch_norm_input_changed_in_place_before_backward_raises(device):
+    """Backward reads x (the compiled tier does; PyTorch too): changing it in place in between
+    raises on both tiers, rather than giving a wrong gradient."""
+    x = mc.randn(4, 3, 5, device=device, requires_grad=True)
+    h = x * 1.0
+    y = F.batch_norm(h, None, None, training=True)
+    with mc.no_grad():
+        h.mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_momentum_as_a_device_array(device, dtype):
+    """The layers' cumulative average (momentum=None) hands the op 1 / num_batches_tracked as a 0-d
+    array computed on the device: the same running statistics as the float, and no host sync."""
+    from minicnn.ops.normalization import _batch_norm
+
+    rng = rng_for("bn-momentum-array", dtype)
+    x = mc.tensor(rng.standard_normal((6, 4, 3)).astype(dtype), device=device)
+    stats = [(mc.zeros(4, dtype=dtype, device=device), mc.ones(4, dtype=dtype, device=device)) for _ in "ab"]
+    factor = 1.0 / mc.tensor(np.array(3), device=device).array  # what the layer computes
+    _batch_norm(x, *stats[0], None, None, True, factor, 1e-5)
+    F.batch_norm(x, *stats[1], None, None, training=True, momentum=1 / 3)
+    for a, b in zip(stats[0], stats[1]):  # the array is float64: the float32 updates round differently
+        assert_close(a.numpy(), b.numpy(), 1e-6 if dtype == "float32" else 1e-15)
+
+
+def test_batchnorm_layer_momentum_none_reads_no_counter_on_the_host(device, monkeypatch):
+    """BatchNorm(momentum=None) computes 1 / num_batches_tracked where the counter lives; reading it
+    with float() would make every training step wait for the GPU."""
+    import minicnn.nn.modules.batchnorm as bn_layers
+
+    seen = []
+    real = bn_layers._batch_norm
+
+    def spy(*args):
+        seen.append(args[6])  # momentum
+        return real(*args)
+
+    monkeypatch.setattr(bn_layers, "_batch_norm", spy)
+    layer = mc.nn.BatchNorm1d(3, momentum=None).to(device)
+    for _ in range(3):
+        layer(mc.randn(5, 3, device=device))
+    assert all(hasattr(m, "dtype") for m in seen)  # computed by the array module, not a Python float
+    np.testing.assert_allclose([float(m) for m in seen], [1.0, 1 / 2, 1 / 3], rtol=1e-7)
 
 
 def test_batch_norm_eval_backward_uses_the_statistics_of_its_forward(device):

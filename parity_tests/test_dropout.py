@@ -126,3 +126,75 @@ def test_dropout_errors(device):
         ValueError, match=r"dropout2d: expected input of shape \(N, C, H, W\), got shape \(3, 4\)"
     ):
         F.dropout2d(x)
+
+
+def test_dropout2d_layer_matches_torch(device):
+    """nn.Dropout2d: PyTorch's repr and argument check; whole channels dropped while training, the
+    identity in eval mode, and the mask reused by backward."""
+    for p, inplace in [(0.5, False), (0.3, True)]:
+        assert repr(mc.nn.Dropout2d(p, inplace)) == repr(torch.nn.Dropout2d(p, inplace))
+    with pytest.raises(ValueError, match="Dropout2d: dropout probability has to be between 0 and 1, but got"):
+        mc.nn.Dropout2d(2)
+    mc.manual_seed(11)
+    layer = mc.nn.Dropout2d(0.4)
+    x_np = rng_for("dropout2d-layer").uniform(0.5, 2.0, (16, 8, 3, 5))
+    x = mc.tensor(x_np, device=device, requires_grad=True)
+    out = layer(x)
+    kept = out.numpy() != 0
+    per_channel = kept.reshape(16, 8, -1)
+    assert np.all(per_channel.all(axis=2) | ~per_channel.any(axis=2))
+    assert 0 < per_channel[:, :, 0].mean() < 1
+    assert_close(out.numpy()[kept], x_np[kept] / 0.6, 1e-15)
+    g = rng_for("dropout2d-layer-g").standard_normal(x_np.shape)
+    out.backward(mc.tensor(g, device=device))
+    assert_close(x.grad.numpy(), np.where(kept, g / 0.6, 0), 1e-15)
+    layer.eval()
+    assert layer(x) is x
+
+
+def test_dropout2d_3d_input_is_n_c_l_with_a_warning(device):
+    """As PyTorch 2.x: a 3-D input is read as (N, C, L) (whole (n, c) rows dropped), with a warning."""
+    mc.manual_seed(2)
+    x_np = rng_for("dropout2d-3d").uniform(0.5, 2.0, (20, 6, 9))
+    with pytest.warns(UserWarning, match="dropout2d: Received a 3D input to dropout2d") as ours:
+        out = mc.nn.Dropout2d(0.5)(mc.tensor(x_np, device=device)).numpy()
+    with pytest.warns(UserWarning) as theirs:
+        torch.nn.Dropout2d(0.5)(torch.from_numpy(x_np))
+    assert [w.category for w in ours] == [w.category for w in theirs]
+    kept = out != 0
+    assert np.all(kept.all(axis=2) | ~kept.any(axis=2)) and 0 < kept.mean() < 1
+    assert_close(out[kept], x_np[kept] * 2, 1e-15)
+
+
+def test_dropout_inplace(device):
+    """inplace=True writes the result into x and returns x (F and the layers), as PyTorch; in a graph
+    the gradient still uses the mask."""
+    x_np = rng_for("dropout-inplace").uniform(0.5, 2.0, (8, 4, 3, 3))
+    for fn in (
+        lambda t: F.dropout(t, 0.5, inplace=True),
+        lambda t: F.dropout2d(t, 0.5, inplace=True),
+        mc.nn.Dropout(0.5, inplace=True),
+        mc.nn.Dropout2d(0.5, inplace=True),
+    ):
+        x = mc.tensor(x_np, device=device)
+        v0 = x._version
+        assert fn(x) is x and x._version == v0 + 1
+        kept = x.numpy() != 0
+        assert 0 < kept.mean() < 1
+        assert_close(x.numpy()[kept], x_np[kept] * 2, 1e-15)
+        a = mc.tensor(x_np, device=device, requires_grad=True)
+        y = a * 1.0
+        assert fn(y) is y
+        y.sum().backward()
+        assert_close(a.grad.numpy(), (y.numpy() != 0) * 2.0, 1e-15)
+    x = mc.tensor(x_np, device=device)
+    assert F.dropout(x, 0.5, training=False, inplace=True) is x and x._version == 0
+    with pytest.raises(RuntimeError, match="a leaf Variable that requires grad"):
+        F.dropout(mc.tensor(x_np, device=device, requires_grad=True), 0.5, inplace=True)
+
+
+def test_dropout_empty_batch(device):
+    for fn in (F.dropout, F.dropout2d):
+        x = mc.zeros(0, 3, 4, 4, device=device, requires_grad=True)
+        fn(x).sum().backward()
+        assert x.grad.shape == (0, 3, 4, 4)

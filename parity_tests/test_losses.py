@@ -260,3 +260,61 @@ def test_loss_errors(device):
         ValueError, match=r"mse_loss: input and target must have the same shape, got \(3, 4\) and \(4,\)"
     ):
         F.mse_loss(x, mc.zeros(4, device=device))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_losses_on_an_empty_batch(device, reduction):
+    """N = 0: 'mean' is 0 / 0 = nan, 'sum' is 0, 'none' is empty, and the gradients are empty, as PyTorch."""
+    empty, labels, probs = np.zeros((0, 5)), np.zeros(0, dtype=np.int64), np.zeros((0, 5))
+    cases = [
+        (lambda x, t: F.cross_entropy(x, t, reduction=reduction), TF.cross_entropy, [empty, labels]),
+        (lambda x, t: F.cross_entropy(x, t, reduction=reduction), TF.cross_entropy, [empty, probs]),
+        (lambda x, t: F.nll_loss(x, t, reduction=reduction), TF.nll_loss, [empty, labels]),
+        (lambda x, t: F.mse_loss(x, t, reduction=reduction), TF.mse_loss, [empty, np.zeros((0, 5))]),
+        (
+            lambda x, t: F.cross_entropy(x, t, reduction=reduction),
+            TF.cross_entropy,
+            [np.zeros((0, 3, 2)), np.zeros((0, 2), dtype=np.int64)],
+        ),
+    ]
+    for ours, theirs, inputs in cases:
+        check_parity(ours, lambda x, t, f=theirs: f(x, t, reduction=reduction), inputs, device=device)
+
+
+def test_mean_gradient_scale_of_probability_targets_stays_on_the_host():
+    """For probability targets the 'mean' denominator is the sample count, a host int: the scale is
+    a plain division (the old code handed a Python bool to xp.where, which CuPy rejects)."""
+    from minicnn.ops.loss import _grad_scale
+
+    assert _grad_scale(np.float32(3.0), "mean", 4, xp=None) == np.float32(0.75)
+    assert _grad_scale(np.float32(3.0), "mean", 0, xp=None) == np.float32(3.0)  # an empty batch
+
+
+def test_class_index_check_is_host_only(device):
+    """On the CPU a class index out of range raises (test_loss_errors). On a GPU the check would make
+    every step wait for the device, so it is skipped there (labels are checked once, by the data
+    pipeline): the ops clip the indices they gather with, so nothing is read out of bounds."""
+    x = mc.zeros(3, 4, device=device, requires_grad=True)
+    bad = mc.tensor(np.array([0, 7, -3]), device=device)
+    if device == "cpu":
+        with pytest.raises(ValueError, match="target contains class index 7"):
+            F.cross_entropy(x, bad)
+        return
+    for loss in (F.cross_entropy(x, bad), F.nll_loss(x, bad)):
+        loss.backward()
+        assert np.isfinite(loss.item()) and np.all(np.isfinite(x.grad.numpy()))
+
+
+def test_ops_clip_class_indices_out_of_range():
+    """What the GPU path relies on, run on the CPU by calling the ops without the functions' check:
+    indices out of range are clipped to 0..C-1, never read out of bounds."""
+    from minicnn.ops.loss import CrossEntropy, NLLLoss
+
+    logits = np.log(np.array([[0.1, 0.2, 0.7], [0.5, 0.25, 0.25]]))
+    x, bad = mc.tensor(logits, requires_grad=True), mc.tensor(np.array([5, -2]))
+    ce = CrossEntropy.apply(x, bad, reduction="sum")
+    nll = NLLLoss.apply(x, bad, reduction="sum")
+    np.testing.assert_allclose(ce.item(), -np.log(0.7) - np.log(0.5), rtol=1e-12)  # as labels [2, 0]
+    np.testing.assert_allclose(nll.item(), -logits[0, 2] - logits[1, 0], rtol=1e-12)
+    (ce + nll).backward()
+    assert np.all(np.isfinite(x.grad.numpy()))

@@ -13,6 +13,7 @@ from minicnn.nn.modules import (
     Conv2d,
     CrossEntropyLoss,
     Dropout,
+    Dropout2d,
     Flatten,
     Identity,
     LeakyReLU,

@@ -15,6 +15,8 @@ class Linear(Function):
     """out = x @ W^T + b,  x: (B, in), W: (out, in), b: (out,), leading dims flattened into B.
     dL/dx = g @ W  (B, in),   dL/dW = g^T @ x  (out, in),   dL/db = sum of g over B  (out,)."""
 
+    saved_inputs = (0, 1)  # x (for dW) and W (for dx); never b
+
     def forward(self, x, weight, bias=None):
         need_x, need_w = self.needs_input_grad[0], self.needs_input_grad[1]
         in_features, out_features = weight.shape[1], weight.shape[0]

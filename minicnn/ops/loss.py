@@ -1,9 +1,14 @@
-"""Loss functions: ``cross_entropy`` (fused log-softmax + NLL, op ``CrossEntropy``), ``nll_loss``
-(op ``NLLLoss``) and ``mse_loss`` (op ``MSELoss``), with PyTorch's arguments and weighting rules.
+"""Loss functions, the textbook: ``cross_entropy`` (fused log-softmax + NLL, op ``CrossEntropy``),
+``nll_loss`` (op ``NLLLoss``) and ``mse_loss`` (op ``MSELoss``), with PyTorch's arguments and weighting rules.
 
 Layout: the class axis is axis 1: logits (N, C) or (N, C, d1, d2, ...) (e.g. per-pixel
 classification), class-index targets (N,) or (N, d1, d2, ...); a single sample (C,) with a 0-d
 target also works. Derivation of the cross-entropy gradient: docs/backprop/softmax_cross_entropy.md.
+
+Class indices are checked against the number of classes on the CPU (``_check_class_targets``). On a
+GPU that check would wait for the device every step, so it is skipped there: the data pipeline
+validates labels once, on the host, and the ops clip the indices they gather with (``_index_weights``),
+so a bad label on a GPU gives a wrong loss, never a read out of bounds.
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ def _class_view(v, ndim):
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
-def _index_weights(target, weight, ignore_index, dtype, xp):
+def _index_weights(target, weight, ignore_index, num_classes, dtype, xp):
     """For class-index targets: (valid, safe_target, w_t). valid[i] is False for ignored samples,
-    safe_target has them replaced by class 0, w_t[i] = weight[target[i]] (1 without weights), 0 if ignored."""
+    safe_target has them replaced by class 0 (and every index clipped to 0..C-1: on a GPU labels are
+    not checked, see the module doc), w_t[i] = weight[target[i]] (1 without weights), 0 if ignored."""
     valid = target != ignore_index
-    safe = xp.where(valid, target, 0)
+    safe = xp.clip(xp.where(valid, target, xp.zeros((), dtype=target.dtype)), 0, num_classes - 1)
     w_t = valid.astype(dtype) if weight is None else weight[safe] * valid
     return valid, safe, w_t
 
@@ -49,82 +55,63 @@ def _reduce(loss, reduction, denom):
 
 
 def _grad_scale(g, reduction, denom, xp):
-    """Upstream gradient per sample, shaped (N, 1, d...) to broadcast over classes."""
+    """The upstream gradient per sample: g ('sum'), g / D ('mean') or g_i shaped (N, 1, d...) ('none')."""
     if reduction == "none":
         return xp.expand_dims(g, 1)
     if reduction == "sum":
         return g
-    # Every sample ignored (or of zero weight): no sample contributes, the gradient is 0. Written
-    # without an `if` on denom, which on a GPU would wait for the device (a host round trip).
+    if isinstance(denom, int):  # probability targets: D = the number of samples, known on the host
+        return g / max(denom, 1)  # (D = 0: an empty batch, nothing to scale)
+    # Class indices: D = the summed weights, on the device. D = 0 (every sample ignored): no sample
+    # contributes and the gradient is 0. No `if` on D: on a GPU it would wait for the device.
     nonzero = denom != 0
-    return g / xp.where(nonzero, denom, 1) * nonzero
+    return g / xp.where(nonzero, denom, xp.ones((), dtype=denom.dtype)) * nonzero
 
 
 class CrossEntropy(Function):
     """Fused log-softmax + negative log-likelihood with a per-class target distribution q:
         loss_i = -sum_c q_ic * log p_ic,   p_i = softmax(x_i).
-    Class index y_i: q_ic = (1 - eps) * w[y_i] * [c == y_i] + eps / C * w_c (0 if y_i is ignored);
+    Class index y_i: q_i = onehot(y_i), times w[y_i] with class weights, 0 if y_i is ignored, and with
+    label smoothing eps: q_ic = (1 - eps) * w[y_i] * [c == y_i] + eps / C * w_c;
     probabilities t_i: q_ic = w_c * ((1 - eps) * t_ic + eps / C).   (w = 1 without class weights.)
-        dL/dx_i = g_i * (p_i * sum_c q_ic - q_i)      (= p - onehot without weights or smoothing),
+        dL/dx_i = g_i * (p_i * sum_c q_ic - q_i)      (= softmax(x_i) - onehot(y_i) in the plain case),
         dL/dt_ic = -g_i * (1 - eps) * w_c * log p_ic  (probability targets),
     where g_i is the upstream gradient divided, for reduction='mean', by sum_i w[y_i] over non-ignored
     samples (class indices) or by the number of samples (probabilities)."""
 
+    saved_inputs = (1,)  # backward reads q, which is the target itself for plain probabilities
+
     def forward(self, x, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         xp = get_array_module(x)
         num_classes, eps = x.shape[1], label_smoothing
-        self.reduction, self.weight, self.eps = reduction, weight, eps
-        self.sparse = x.ndim == 2 and target.dtype.kind in "iu" and eps == 0
-        if self.sparse:
-            return self._forward_class_indices(x, target, weight, ignore_index, reduction, xp)
-        shifted = x - x.max(axis=1, keepdims=True)
-        shifted -= xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
-        log_p = shifted  # log-softmax, (N, C, d...)
+        shifted = x - x.max(axis=1, keepdims=True)  # log-softmax, stably: finite for any logits
+        log_p = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))  # (N, C, d...)
 
-        if target.dtype.kind in "iu":
-            valid, safe, w_t = _index_weights(target, weight, ignore_index, x.dtype, xp)
+        if target.dtype.kind in "iu":  # class indices
+            valid, safe, w_t = _index_weights(target, weight, ignore_index, num_classes, x.dtype, xp)
             q = _one_hot(safe, num_classes, x.ndim, xp) * xp.expand_dims((1.0 - eps) * w_t, 1)
             if eps > 0:  # uniform part eps / C * w_c, for the non-ignored samples only
                 w_c = 1.0 if weight is None else _class_view(weight, x.ndim)
                 q += (eps / num_classes) * (w_c * xp.expand_dims(valid, 1))
-            denom = w_t.sum()
-        else:
+            denom = w_t.sum()  # 'mean' divides by the summed weights of the non-ignored samples
+        else:  # class probabilities
             q = target * (1.0 - eps) + eps / num_classes if eps > 0 else target
             if weight is not None:
                 q = q * _class_view(weight, x.ndim)
-            denom = math.prod(target.shape) // num_classes
+            denom = math.prod(target.shape) // num_classes if num_classes else 0  # the number of samples
 
         self.log_p, self.q, self.denom = log_p, q, denom
+        self.reduction, self.weight, self.eps = reduction, weight, eps
         return _reduce(-(q * log_p).sum(axis=1), reduction, denom)
-
-    def _forward_class_indices(self, x, target, weight, ignore_index, reduction, xp):
-        """The common case, (N, C) logits and class indices without smoothing, in O(N*C) passes
-        that touch only what is needed: q is one-hot, so loss_i = -w[y_i] * log p[i, y_i] is a
-        gather, and backward is p * w[y_i] with w[y_i] subtracted at [i, y_i] (a scatter)."""
-        valid, safe, w_t = _index_weights(target, weight, ignore_index, x.dtype, xp)
-        e = x - x.max(axis=1, keepdims=True)
-        shifted_target = xp.take_along_axis(e, safe[:, None], axis=1)[:, 0]
-        xp.exp(e, out=e)  # e = exp(x - max): p = e / sum(e)
-        total = e.sum(axis=1)
-        log_p_target = shifted_target - xp.log(total)
-        self.exp_shifted, self.total, self.safe, self.w_t = e, total, safe, w_t
-        self.denom = w_t.sum()
-        return _reduce(-(w_t * log_p_target), reduction, self.denom)
 
     def backward(self, g):
         xp = get_array_module(g)
         scale = _grad_scale(g, self.reduction, self.denom, xp)
-        if self.sparse:  # dx = (p - onehot) * w[y] * scale
-            coef = self.w_t * (scale[:, 0] if self.reduction == "none" else scale)
-            dx = self.exp_shifted * (coef / self.total)[:, None]
-            dx[xp.arange(dx.shape[0]), self.safe] -= coef
-            return dx, None
+        p = xp.exp(self.log_p)  # softmax(x)
         dx = dt = None
         if self.needs_input_grad[0]:
-            dx = xp.exp(self.log_p)
-            dx *= self.q.sum(axis=1, keepdims=True)
-            dx -= self.q
-            dx *= scale
+            # p * Q - q with Q = sum_c q_c: softmax - onehot for a one-hot target (Q = 1)
+            dx = (p * self.q.sum(axis=1, keepdims=True) - self.q) * scale
         if self.needs_input_grad[1]:
             dt = self.log_p * (-(1.0 - self.eps) * scale)
             if self.weight is not None:
@@ -136,9 +123,11 @@ class NLLLoss(Function):
     """loss_i = -w[y_i] * x[i, y_i]  (x holds log-probabilities; 0 for ignored samples).
     dL/dx[i, c] = -g_i * w[y_i] * [c == y_i],  g_i divided by sum_i w[y_i] for reduction='mean'."""
 
+    saved_inputs = ()  # backward needs the (copied) indices and weights only
+
     def forward(self, x, target, weight=None, ignore_index=-100, reduction="mean"):
         xp = get_array_module(x)
-        _, safe, w_t = _index_weights(target, weight, ignore_index, x.dtype, xp)
+        _, safe, w_t = _index_weights(target, weight, ignore_index, x.shape[1], x.dtype, xp)
         picked = xp.take_along_axis(x, xp.expand_dims(safe, 1), axis=1).squeeze(1)
         self.safe, self.w_t, self.reduction, self.denom = safe, w_t, reduction, w_t.sum()
         self.num_classes = x.shape[1]
@@ -154,12 +143,14 @@ class NLLLoss(Function):
 class MSELoss(Function):
     """loss = (x - t)^2, reduced.   dL/dx = 2 (x - t) g,  dL/dt = -2 (x - t) g  (g / numel for 'mean')."""
 
+    saved_inputs = ()  # x - t is kept
+
     def forward(self, x, t, reduction="mean"):
         self.diff, self.reduction = x - t, reduction
         return _reduce(self.diff * self.diff, reduction, self.diff.size)
 
     def backward(self, g):
-        scale = 2.0 / self.diff.size if self.reduction == "mean" else 2.0
+        scale = 2.0 / max(self.diff.size, 1) if self.reduction == "mean" else 2.0
         dx = self.diff * (g * scale)
         return dx if self.needs_input_grad[0] else None, -dx if self.needs_input_grad[1] else None
 
@@ -207,8 +198,10 @@ def _check_class_targets(input, target, ignore_index, op):
         )
     c = input.shape[1]
     t = target.array
+    if not isinstance(t, np.ndarray):  # on a GPU: no check (it would wait for the device), see the module doc
+        return
     bad = (t != ignore_index) & ((t < 0) | (t >= c))
-    if bool(bad.any()):
+    if bad.any():
         value = int(t[bad].reshape(-1)[0])
         raise ValueError(
             f"{op}: target contains class index {value}, but the input has {c} classes: valid indices "

@@ -1,7 +1,7 @@
 """Activation layers: thin modules around ``F.relu``, ``F.gelu``, ... (ops in minicnn/ops/activation.py).
 
-``inplace=True`` is accepted for PyTorch compatibility; minicnn always computes out of place
-(same values; the input is left untouched).
+``inplace=True`` (ReLU, LeakyReLU, ELU, SiLU) overwrites the input with the result and returns it,
+as PyTorch (``F.relu(x, inplace=True)``, i.e. ``x.relu_()``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class ReLU(Module):
 
     def forward(self, input):
         check_tensor(self, input)
-        return F.relu(input)
+        return F.relu(input, inplace=self.inplace)
 
 
 class LeakyReLU(Module):
@@ -46,7 +46,7 @@ class LeakyReLU(Module):
 
     def forward(self, input):
         check_tensor(self, input)
-        return F.leaky_relu(input, self.negative_slope)
+        return F.leaky_relu(input, self.negative_slope, inplace=self.inplace)
 
 
 class ELU(Module):
@@ -61,7 +61,7 @@ class ELU(Module):
 
     def forward(self, input):
         check_tensor(self, input)
-        return F.elu(input, self.alpha)
+        return F.elu(input, self.alpha, inplace=self.inplace)
 
 
 class GELU(Module):
@@ -93,7 +93,7 @@ class SiLU(Module):
 
     def forward(self, input):
         check_tensor(self, input)
-        return F.silu(input)
+        return F.silu(input, inplace=self.inplace)
 
 
 class Sigmoid(Module):

@@ -1,8 +1,9 @@
-"""``BatchNorm1d`` and ``BatchNorm2d``: the layer keeps the running statistics, ``F.batch_norm`` computes.
+"""``BatchNorm1d`` and ``BatchNorm2d``: the layer keeps the running statistics, the batch_norm op computes.
 
 Training: normalise with the batch mean/variance (over N and the spatial dims) and update
 running_mean/var <- (1 - momentum) * running + momentum * batch (unbiased variance), as PyTorch.
-``momentum=None`` gives a cumulative average: momentum = 1 / num_batches_tracked.
+``momentum=None`` gives a cumulative average: momentum = 1 / num_batches_tracked (a 0-d array
+computed on the layer's device, handed to the op as is).
 Evaluation: normalise with the running statistics.
 """
 
@@ -12,10 +13,10 @@ import numpy as np
 
 from minicnn.autograd import no_grad
 from minicnn.creation import ones, tensor, zeros
-from minicnn.nn import functional as F
 from minicnn.nn.module import Module
 from minicnn.nn.modules._utils import check_input, layer_name
 from minicnn.nn.parameter import Parameter
+from minicnn.ops.normalization import _batch_norm
 
 
 class _BatchNorm(Module):
@@ -79,20 +80,21 @@ class _BatchNorm(Module):
     def forward(self, input):
         expected = self._expected.format(C=self.num_features)
         check_input(self, input, self._layouts, expected, channels=self.num_features)
-        if self.training and input.numel() // self.num_features <= 1:
+        if self.training and input.numel() // self.num_features == 1:  # (0: an empty batch, allowed)
             raise ValueError(
                 f"{layer_name(self)}: expected more than 1 value per channel when training, got input of "
                 f"shape {tuple(input.shape)} (use a batch of at least 2, or call model.eval())"
             )
-        factor = 0.0 if self.momentum is None else self.momentum
+        factor = 0.0 if self.momentum is None else float(self.momentum)
         if self.training and self.track_running_stats:
             self.num_batches_tracked.add_(1)
-            if self.momentum is None:  # cumulative moving average
-                factor = 1.0 / float(self.num_batches_tracked.array)
+            if self.momentum is None:  # cumulative moving average: 1 / num_batches_tracked, computed
+                # where the counter lives (reading it on the host would wait for the GPU every step)
+                factor = 1.0 / self.num_batches_tracked.array  # 0-d float64, as PyTorch's double
         # Batch statistics while training, or when there are no running statistics to use.
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         keep_running = not self.training or self.track_running_stats
-        return F.batch_norm(
+        return _batch_norm(
             input,
             self.running_mean if keep_running else None,
             self.running_var if keep_running else None,
