@@ -139,14 +139,16 @@ def _saves_input(op_cls):
     )
 
 
-def unary(t, fn, name, op_cls):
-    """``t = fn(t)`` in place (relu_, clamp_); ``fn`` is the out-of-place op, made by ``op_cls``."""
+def unary(t, fn, name):
+    """``t = fn(t)`` in place (relu_, clamp_, inplace=True activations); ``fn`` is the out-of-place
+    op. The old value shares ``t``'s memory and version counter: an op that kept its input for
+    backward (none of minicnn's element-wise ops do) would see the change and raise."""
     from minicnn.autograd import no_grad
 
     _check_leaf(t, name)
     if _tracking(t):
         _check_not_a_view(t, name)
-        return _take_over(t, fn(_old_value(t, copy=_saves_input(op_cls))), name)
+        return _take_over(t, fn(_old_value(t, copy=False)), name)
     with no_grad():
         res = fn(t)
     t.array[...] = res.array

@@ -735,14 +735,12 @@ class Tensor:
         return _inplace.binary(self, other, _ops.Div, np.true_divide, "div_")
 
     def clamp_(self, min=None, max=None):
-        return _inplace.unary(self, lambda t: _ops.clamp(t, min, max), "clamp_", _ops.Clamp)
+        return _inplace.unary(self, lambda t: _ops.clamp(t, min, max), "clamp_")
 
     clip_ = clamp_
 
     def relu_(self):
-        from minicnn.ops.activation import ReLU
-
-        return _inplace.unary(self, lambda t: t.relu(), "relu_", ReLU)
+        return _inplace.unary(self, lambda t: t.relu(), "relu_")
 
     def zero_(self):
         return _inplace.fill(self, 0, "zero_")

@@ -58,7 +58,9 @@ def test_a_difference_fails_the_run_and_is_named(monkeypatch, capsys):
     assert rows["relu"][0] == "1" and rows["relu"][-1] == "NO" and rows["sigmoid"][-1] == "yes"
     assert float(rows["relu"][1]) > 1e-4  # the forward error is reported, above float32's tolerance
     assert "FAILED relu [case=1]: compare_with_torch: output: worst element [" in out
-    verdict = r"minicnn\.check: 1/2 ops match PyTorch \S+ on cpu \(\w+ tier, float32\) in \d+ s; different: relu"
+    verdict = (
+        r"minicnn\.check: 1/2 ops match PyTorch \S+ on cpu \(\w+ tier, float32\) in \d+ s; different: relu"
+    )
     assert re.fullmatch(verdict, out.splitlines()[-1])
 
 

@@ -15,10 +15,9 @@ class Linear(Function):
     """out = x @ W^T + b,  x: (B, in), W: (out, in), b: (out,), leading dims flattened into B.
     dL/dx = g @ W  (B, in),   dL/dW = g^T @ x  (out, in),   dL/db = sum of g over B  (out,)."""
 
-    saved_inputs = (0, 1)  # x (for dW) and W (for dx); never b
-
     def forward(self, x, weight, bias=None):
         need_x, need_w = self.needs_input_grad[0], self.needs_input_grad[1]
+        self.saved_inputs = (0,) * need_w + (1,) * need_x  # x for dW, W for dx (the version check)
         in_features, out_features = weight.shape[1], weight.shape[0]
         x2 = x.reshape(-1, in_features)
         out = x2 @ weight.T
