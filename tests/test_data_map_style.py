@@ -120,6 +120,11 @@ def test_custom_dataset_list_of_pairs_and_tensor_dataset_match_pytorch():
             DataLoader(Squares(10), batch_size=4, drop_last=drop_last),
             tud.DataLoader(Squares(10), batch_size=4, drop_last=drop_last),
         )
+    # workers, pinned memory, persistent workers: the same batches as PyTorch's plain loader
+    batches_equal(
+        DataLoader(Squares(10), batch_size=4, num_workers=2, pin_memory=True, persistent_workers=True),
+        tud.DataLoader(Squares(10), batch_size=4),
+    )
     pairs = [(np.arange(3.0) + i, i) for i in range(5)]  # a plain list of (x, y) pairs
     batches_equal(DataLoader(pairs, batch_size=2), tud.DataLoader(pairs, batch_size=2))
     x = np.random.default_rng(0).standard_normal((7, 3)).astype(np.float32)

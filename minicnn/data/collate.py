@@ -89,7 +89,10 @@ def default_collate(batch):
             return type(elem)(transposed)
         except TypeError:
             return transposed
-    raise TypeError(_ERROR.format(type(elem)))
+    hint = ""
+    if type(elem).__module__.startswith("PIL."):
+        hint = " (a PIL image: give the dataset transform=ToTensor(), as in torchvision)"
+    raise TypeError(_ERROR.format(type(elem)) + hint)
 
 
 def default_convert(data):

@@ -18,6 +18,7 @@ Random transforms are reproducible whatever the workers: the seed of each task i
 from __future__ import annotations
 
 import itertools
+import multiprocessing.connection
 import os
 import queue
 import random
@@ -227,6 +228,16 @@ class ProcessWorkers:
                 q.put(None)
             except (OSError, ValueError):
                 pass
+        deadline = time.monotonic() + 2.0
+        alive = [p for p in self.processes if p.is_alive()]
+        while alive and time.monotonic() < deadline:
+            try:  # results nobody will read: drain them so the workers can flush their pipe and exit
+                while True:
+                    self.result_queue.get_nowait()
+            except (queue.Empty, OSError, ValueError, EOFError):
+                pass
+            multiprocessing.connection.wait([p.sentinel for p in alive], timeout=0.01)
+            alive = [p for p in alive if p.is_alive()]
         for p in self.processes:
             p.join(timeout=1.0)
             if p.is_alive():

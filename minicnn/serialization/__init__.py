@@ -49,10 +49,6 @@ _OBJECT_KEY = "minicnn.object"
 _FORMAT_VERSION = 1
 
 
-def _host_array(value, key):  # kept for callers of the old module
-    return nested.host_array(value, key)
-
-
 # ---------------------------------------------------------------------------- save
 def save(obj, f, metadata: dict | None = None, **torch_kwargs) -> None:
     """Write ``obj`` (a model, a state dict, or nested containers of them: module doc) to ``f``.
