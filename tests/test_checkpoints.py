@@ -194,12 +194,19 @@ def test_torch_state_dict_loads_into_the_same_minicnn_model(tmp_path):
         np.testing.assert_allclose(model(mc.tensor(x)).numpy(), ref(torch.from_numpy(x)).numpy(), atol=1e-4)
 
 
-def test_bfloat16_safetensors_from_pytorch_is_upcast(tmp_path):
+def test_bfloat16_safetensors_from_pytorch_is_upcast_float8_refused(tmp_path):
     t = torch.tensor([[0.1, -7.5], [65504.0, 1e-20]], dtype=torch.bfloat16)
     safetensors.torch.save_file({"w": t, "b": torch.ones(2)}, tmp_path / "bf16.safetensors")
     got = mc.load(tmp_path / "bf16.safetensors")
     assert got["w"].dtype == mc.float32
     np.testing.assert_array_equal(got["w"].numpy(), t.float().numpy())
+    f8 = torch.ones(2).to(torch.float8_e4m3fn)
+    safetensors.torch.save_file({"w": f8}, tmp_path / "f8.safetensors")
+    with pytest.raises(CheckpointError, match=r"tensor 'w' has dtype F8_E4M3, which NumPy .* cannot hold"):
+        mc.load(tmp_path / "f8.safetensors")
+    torch.save({"w": f8}, tmp_path / "f8.pt")
+    with pytest.raises(CheckpointError, match=r"dtype torch.float8_e4m3fn, which NumPy .* cannot hold"):
+        mc.load(tmp_path / "f8.pt")
 
 
 # ============================================================================ malicious files

@@ -150,6 +150,11 @@ class RestrictedUnpickler(pickle._Unpickler):
             from minicnn.dtypes import as_dtype
 
             return _Marker("dtype", name, _DTYPES[name]) if name == "bfloat16" else as_dtype(name)
+        if module == "torch" and name.startswith(("float8", "float4", "qint", "quint", "bits", "complex32")):
+            raise CheckpointError(
+                f"minicnn.load: {self.where} holds tensors of dtype torch.{name}, which NumPy (so minicnn) "
+                "cannot hold; convert them in PyTorch first (e.g. tensor.float())"
+            )
         raise UnsafeCheckpointError(
             f"minicnn.load: {self.where} needs the Python object {full} to be rebuilt, which minicnn "
             "refuses: it reads tensors, numbers, strings and containers only, never code from a file "
