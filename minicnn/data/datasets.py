@@ -395,27 +395,25 @@ class CIFAR10(ArraysDataset):
 
     def __init__(self, root="./data", train=True, transform=None, target_transform=None, download=True):
         _check_transforms("CIFAR10", transform, target_transform)
-        self._transforms = (transform, target_transform)
+        t = (transform, target_transform)
         root = Path(root).expanduser()
         if root.suffix == ".npz":
-            self._from(ArraysDataset.from_npz(root, train=train, name="CIFAR10"))
+            self._from(ArraysDataset.from_npz(root, train=train, name="CIFAR10"), *t)
             return
         if (root / "cifar-10-batches-py").is_dir():
-            self._from(self._torchvision(root, train, download=False))
+            self._from(self._torchvision(root, train, download=False), *t)
             return
         for rel in self.npz_names:
             if (root / rel).is_file():
-                self._from(ArraysDataset.from_npz(root / rel, train=train, name="CIFAR10"))
+                self._from(ArraysDataset.from_npz(root / rel, train=train, name="CIFAR10"), *t)
                 return
         if download:
-            self._from(self._torchvision(root, train, download=True))
+            self._from(self._torchvision(root, train, download=True), *t)
             return
         raise DataError(self._not_found(root, "download=False (pass download=True to fetch it)"))
 
-    def _from(self, ds):
+    def _from(self, ds, transform, target_transform):
         classes = ds.classes if len(ds.classes) == 10 and ds.classes[0] != "0" else self.classes_default
-        transform, target_transform = self._transforms
-        del self._transforms
         super().__init__(
             ds.data,
             ds.targets,
