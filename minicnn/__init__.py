@@ -192,3 +192,9 @@ def ge(a, b):
 
 def equal(a, b) -> builtins.bool:
     return a.equal(b)
+
+
+# ----------------------------------------------------------------------------- data and checkpoints
+# (minicnn.data, minicnn.serialization) torch.Generator's role: random_split(..., generator=...),
+# DataLoader(generator=...); minicnn.save/load above take nested checkpoints and read .pt files.
+from minicnn.data.sampler import Generator  # noqa: E402

@@ -151,6 +151,24 @@ def test_mnist_missing_files_no_network_is_one_clear_error(tmp_path, monkeypatch
     assert info.value.__suppress_context__  # no chained torchvision/urllib traceback
 
 
+def test_mnist_truncated_gz_names_the_file_and_its_checksum(tmp_path, monkeypatch):
+    write_mnist_gz(tmp_path, monkeypatch)
+    gz = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
+    official = dict(tv_datasets.MNIST.resources)[gz.name]
+    gz.write_bytes(gz.read_bytes()[:-50])  # an interrupted download
+
+    def offline(self):  # torchvision, seeing the bad md5, would download it again: no network here
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(tv_datasets.MNIST, "download", offline)
+    got = hashlib.md5(gz.read_bytes()).hexdigest()
+    with pytest.raises(
+        DataError, match=rf"train-images-idx3-ubyte.gz is damaged .*md5 is {got}.*{official}"
+    ) as info:
+        MNIST(tmp_path, train=True)
+    assert "no network" not in str(info.value) and "\n" not in str(info.value)
+
+
 # ============================================================================ npz and CIFAR-10
 def write_npz(path, channels_last=True, n_train=20, n_test=6, seed=0):
     rng = np.random.default_rng(seed)
@@ -191,6 +209,16 @@ def test_npz_errors(tmp_path):
         ArraysDataset(np.zeros((2, 4, 4), np.float32), [0, 1])
     with pytest.raises(ValueError, match=r"labels must have shape \(N,\) = \(2,\)"):
         ArraysDataset(np.zeros((2, 4, 4), np.uint8), [0, 1, 2])
+
+
+def test_npz_one_hot_labels_report_the_files_shape(tmp_path):
+    x = np.zeros((4, 2, 2, 3), np.uint8)
+    one_hot = np.eye(10, dtype=np.float32)[[1, 2, 3, 4]]
+    np.savez(tmp_path / "oh.npz", x_train=x, y_train=one_hot, x_test=x, y_test=one_hot)
+    with pytest.raises(
+        DataError, match=r"y_train has shape \(4, 10\), expected class indices .*one-hot.*argmax"
+    ):
+        ArraysDataset.from_npz(tmp_path / "oh.npz")
 
 
 def test_cifar10_from_npz_layouts(tmp_path):
@@ -276,10 +304,24 @@ def test_image_folder_errors(tmp_path):
     with pytest.raises(DataError, match=r"cannot read image .*broken.png"):
         ImageFolder(tmp_path / "a", size=8)
     (tmp_path / "empty" / "cls").mkdir(parents=True)
-    with pytest.raises(DataError, match="found no images"):
+    with pytest.raises(DataError, match=r"found no images in the class folders of .*empty \(cls\)"):
         ImageFolder(tmp_path / "empty", size=8)
     with pytest.raises(DataError, match="no class sub-folders"):
         ImageFolder(tmp_path / "empty" / "cls", size=8)
+
+
+def test_image_folder_empty_class_is_named_unless_allowed(tmp_path):
+    write_image_folder(tmp_path)
+    (tmp_path / "bird").mkdir()
+    (tmp_path / "emu").mkdir()
+    (tmp_path / "emu" / ".hidden").write_bytes(b"")
+    with pytest.raises(
+        DataError, match=r"found no images for the class\(es\) bird, emu in .*allow_empty=True"
+    ):
+        ImageFolder(tmp_path, size=8)
+    ds = ImageFolder(tmp_path, size=8, allow_empty=True)
+    assert ds.classes == ["bird", "cat", "dog", "emu"] and ds.targets.tolist() == [1, 1, 2, 2, 2]
+    assert ds.samples[0] == (str(tmp_path / "cat" / "0.png"), 1)
 
 
 # ============================================================================ DataLoader
@@ -359,8 +401,8 @@ def test_loader_errors():
             DataLoader(ds, batch_size=bad)
     with pytest.raises(ValueError, match=r"DataLoader: unknown device 'tpu'"):
         DataLoader(ds, batch_size=2, device="tpu")
-    with pytest.raises(TypeError, match=r"must have .data .* and .targets"):
-        DataLoader([1, 2, 3], batch_size=2)
+    with pytest.raises(TypeError, match=r"map-style dataset with __getitem__ and __len__ .* or have .data"):
+        DataLoader(object(), batch_size=2)
 
 
 # ============================================================================ augmentation
@@ -392,8 +434,12 @@ def test_random_crop_is_a_window_of_the_padded_image():
     assert smaller.shape == (64, 2, 3, 3)
     with pytest.raises(ValueError, match=r"crop size \(9, 9\) is larger than the padded image"):
         RandomCrop(9)(x, gen)
-    with pytest.raises(ValueError, match=r"RandomCrop: expected a batch of images in layout \(N, C, H, W\)"):
-        RandomCrop(3)(x[0], gen)
+    with pytest.raises(ValueError, match=r"RandomCrop: expected an image in layout \(C, H, W\) or a batch"):
+        RandomCrop(3)(x[0, 0], gen)
+    one = RandomCrop((6, 7), padding=2)(x[5], np.random.default_rng(5))  # one image (C, H, W): one draw
+    g = np.random.default_rng(5)
+    t, l = g.integers(0, 5, size=1)[0], g.integers(0, 5, size=1)[0]
+    np.testing.assert_array_equal(one, padded[5, :, t : t + 6, l : l + 7])
 
 
 def test_random_horizontal_flip_is_an_exact_mirror():

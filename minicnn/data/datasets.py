@@ -10,6 +10,11 @@ Every dataset here is loaded ONCE into memory:
 There is no per-sample Python code on the training path: :class:`minicnn.data.DataLoader`
 slices whole batches out of these arrays, and converts them to float on the device.
 
+Like torchvision's, each dataset takes ``transform=`` and ``target_transform=``; with a
+transform, ``ds[i]`` gives ``(transform(PIL image), target_transform(label))`` as torchvision
+does (without one, ``(uint8 array, int)``). A transform made of ``ToTensor``, ``Normalize``,
+``RandomCrop`` and ``RandomHorizontalFlip`` still runs batched in the DataLoader.
+
 MNIST, Fashion-MNIST and CIFAR-10 go through ``torchvision.datasets`` (same ``root`` layout
 and ``download`` behaviour): ``MNIST(root)`` reads ``root/MNIST/raw/``. With ``download=True``
 and no network, torchvision still uses local ``.gz`` archives whose md5 matches the official
@@ -25,6 +30,8 @@ import struct
 from pathlib import Path
 
 import numpy as np
+
+from minicnn.data.dataset import Dataset
 
 __all__ = [
     "ArraysDataset",
@@ -54,14 +61,30 @@ def _writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
 
 
+def _check_transforms(name, transform, target_transform):
+    for what, t in (("transform", transform), ("target_transform", target_transform)):
+        if t is not None and not callable(t):
+            hint = (
+                " (the third positional argument is transform=, as in torchvision: pass download= by keyword)"
+                if isinstance(t, bool)
+                else ""
+            )
+            raise TypeError(f"{name}: {what} must be callable (e.g. ToTensor()), got {t!r}{hint}")
+
+
 # ============================================================================ in-memory arrays
-class ArraysDataset:
+class ArraysDataset(Dataset):
     """Images and labels held as two arrays (see the module docstring for the layout).
 
-    ``ds[i]`` returns ``(image uint8 array, label int)``; ``len(ds)`` the number of images.
+    ``ds[i]`` returns ``(image uint8 array, label int)``, or with ``transform``/``target_transform``
+    ``(transform(PIL image), target_transform(label))`` as torchvision; ``len(ds)`` the number of images.
     """
 
-    def __init__(self, data, targets, classes=None, name="ArraysDataset"):
+    def __init__(
+        self, data, targets, classes=None, name="ArraysDataset", *, transform=None, target_transform=None
+    ):
+        _check_transforms(name, transform, target_transform)
+        self.transform, self.target_transform = transform, target_transform
         data = np.asarray(data)
         targets = np.asarray(targets)
         if data.dtype != np.uint8:
@@ -95,8 +118,11 @@ class ArraysDataset:
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def from_npz(cls, path, train=True, name=None):
-        """Load a Keras-style archive with ``x_train, y_train, x_test, y_test`` (and optional ``classes``)."""
+    def from_npz(cls, path, train=True, name=None, *, transform=None, target_transform=None):
+        """Load a Keras-style archive with ``x_train, y_train, x_test, y_test`` (and optional ``classes``).
+
+        Labels are class indices of shape ``(N,)`` or ``(N, 1)``.
+        """
         path = Path(path)
         name = name or path.name
         if not path.is_file():
@@ -118,14 +144,37 @@ class ArraysDataset:
             raise DataError(
                 f"{name}: {path} is not a readable .npz archive ({type(e).__name__}: {e})"
             ) from None
-        return cls(x, y.reshape(-1), classes=classes, name=name)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        elif y.ndim != 1:
+            hint = (
+                "; these look like one-hot labels: store y.argmax(1)"
+                if y.ndim == 2 and y.shape[1] > 1 and set(np.unique(y).tolist()) <= {0, 1}
+                else ""
+            )
+            raise DataError(
+                f"{name}: {path}: y_{split} has shape {y.shape}, expected class indices of shape (N,) or "
+                f"(N, 1){hint}"
+            )
+        return cls(x, y, classes=classes, name=name, transform=transform, target_transform=target_transform)
 
     # ------------------------------------------------------------------ container protocol
     def __len__(self):
         return int(self.data.shape[0])
 
     def __getitem__(self, index):
-        return self.data[index], int(self.targets[index])
+        if self.transform is None and self.target_transform is None:
+            return self.data[index], int(self.targets[index])
+        image, target = self.data[index], int(self.targets[index])
+        if self.transform is not None:
+            from PIL import Image
+
+            if image.ndim == 3 and image.shape[-1] == 1:
+                image = image[..., 0]
+            image = self.transform(Image.fromarray(image))  # 'L', 'RGB' or 'RGBA', as torchvision
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return image, target
 
     def __repr__(self):
         return (
@@ -144,11 +193,18 @@ class ArraysDataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def class_to_idx(self) -> dict:
+        return {c: i for i, c in enumerate(self.classes)}
+
     def subset(self, indices):
-        """A new dataset with the images at ``indices`` (an int ``n`` means the first ``n``)."""
+        """A new dataset with the images at ``indices`` (an int ``n``: the first ``n``); same transforms."""
         if isinstance(indices, (int, np.integer)):
             indices = slice(0, int(indices))
-        return ArraysDataset(self.data[indices], self.targets[indices], self.classes, name=self.name)
+        return ArraysDataset(
+            self.data[indices], self.targets[indices], self.classes, name=self.name,
+            transform=self.transform, target_transform=self.target_transform,
+        )  # fmt: skip
 
     def split(self, n_second, seed=0):
         """Two disjoint random subsets: ``(len - n_second images, n_second images)`` -- e.g. train/val."""
@@ -194,11 +250,12 @@ class MNIST(ArraysDataset):
     url = "https://ossci-datasets.s3.amazonaws.com/mnist/"
     class_names = [str(i) for i in range(10)]
 
-    def __init__(self, root="./data", train=True, download=True):
+    def __init__(self, root="./data", train=True, transform=None, target_transform=None, download=True):
         import torchvision.datasets as tvd
 
         tv_class = getattr(tvd, type(self).folder)
         name = type(self).__name__
+        _check_transforms(name, transform, target_transform)
         root = Path(root).expanduser()
         root = self._readable_root(root, tv_class, name, download)
         raw = root / self.folder / "raw"
@@ -209,8 +266,12 @@ class MNIST(ArraysDataset):
         try:
             ds = tv_class(str(root), train=train, download=download)
         except Exception as e:
-            raise DataError(self._not_found(root, name, download, e)) from None
-        super().__init__(ds.data.numpy(), ds.targets.numpy(), self.class_names, name=name)
+            damaged = self._damaged_archive(root, tv_class, name)
+            raise DataError(damaged or self._not_found(root, name, download, e)) from None
+        super().__init__(
+            ds.data.numpy(), ds.targets.numpy(), self.class_names, name=name,
+            transform=transform, target_transform=target_transform,
+        )  # fmt: skip
 
     @classmethod
     def _files(cls, tv_class):
@@ -240,6 +301,29 @@ class MNIST(ArraysDataset):
         if copied:
             print(f"{name}: {raw} is read-only; copied its {copied} .gz archives to {cache_raw} (done once)")
         return cache_root
+
+    @classmethod
+    def _damaged_archive(cls, root: Path, tv_class, name: str) -> str | None:
+        """A message naming the first local ``.gz`` archive whose md5 is not the official one, if any."""
+        import hashlib
+
+        raw = root / cls.folder / "raw"
+        for fname, md5 in tv_class.resources:
+            path = raw / fname
+            if not path.is_file() or (raw / fname[: -len(".gz")]).is_file():
+                continue
+            digest = hashlib.md5()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):  # noqa: B023
+                    digest.update(block)
+            got = digest.hexdigest()
+            if got != md5:
+                return (
+                    f"{name}: {path} is damaged (truncated or corrupt download?): its md5 is {got}, "
+                    f"the official archive's is {md5} ({path.stat().st_size} bytes here). Delete it so it is "
+                    f"downloaded again, or replace it with the official file from {cls.url}{fname}."
+                )
+        return None
 
     @classmethod
     def _not_found(cls, root: Path, name: str, download: bool, err: Exception) -> str:
@@ -309,26 +393,35 @@ class CIFAR10(ArraysDataset):
     ]
     npz_names = ("cifar10/cifar10_uint8.npz", "cifar10_uint8.npz")
 
-    def __init__(self, root="./data", train=True, download=True):
+    def __init__(self, root="./data", train=True, transform=None, target_transform=None, download=True):
+        _check_transforms("CIFAR10", transform, target_transform)
+        t = (transform, target_transform)
         root = Path(root).expanduser()
         if root.suffix == ".npz":
-            self._from(ArraysDataset.from_npz(root, train=train, name="CIFAR10"))
+            self._from(ArraysDataset.from_npz(root, train=train, name="CIFAR10"), *t)
             return
         if (root / "cifar-10-batches-py").is_dir():
-            self._from(self._torchvision(root, train, download=False))
+            self._from(self._torchvision(root, train, download=False), *t)
             return
         for rel in self.npz_names:
             if (root / rel).is_file():
-                self._from(ArraysDataset.from_npz(root / rel, train=train, name="CIFAR10"))
+                self._from(ArraysDataset.from_npz(root / rel, train=train, name="CIFAR10"), *t)
                 return
         if download:
-            self._from(self._torchvision(root, train, download=True))
+            self._from(self._torchvision(root, train, download=True), *t)
             return
         raise DataError(self._not_found(root, "download=False (pass download=True to fetch it)"))
 
-    def _from(self, ds):
+    def _from(self, ds, transform, target_transform):
         classes = ds.classes if len(ds.classes) == 10 and ds.classes[0] != "0" else self.classes_default
-        super().__init__(ds.data, ds.targets, classes, name="CIFAR10")
+        super().__init__(
+            ds.data,
+            ds.targets,
+            classes,
+            name="CIFAR10",
+            transform=transform,
+            target_transform=target_transform,
+        )
 
     @classmethod
     def _torchvision(cls, root, train, download):
@@ -360,12 +453,17 @@ class ImageFolder(ArraysDataset):
     'L' -> greyscale (N, H, W)) and resized to ``size=(H, W)`` (bilinear); without ``size``
     all images must have the same size. Classes are the
     sub-folder names in sorted order, as in ``torchvision.datasets.ImageFolder``. Hidden files
-    (``.DS_Store``...) are skipped; any other non-image file is an error.
+    (``.DS_Store``...) are skipped; any other non-image file is an error. A class folder with no
+    image is an error naming it, as in torchvision, unless ``allow_empty=True`` (it stays a class).
+    ``samples`` lists ``(path, class index)``.
     """
 
-    def __init__(self, root, size=None, mode="RGB"):
+    def __init__(
+        self, root, transform=None, target_transform=None, *, size=None, mode="RGB", allow_empty=False
+    ):
         from PIL import Image, UnidentifiedImageError
 
+        _check_transforms("ImageFolder", transform, target_transform)
         root = Path(root).expanduser()
         if mode not in ("RGB", "L"):
             raise ValueError(f"ImageFolder: mode must be 'RGB' or 'L' (greyscale), got {mode!r}")
@@ -380,7 +478,7 @@ class ImageFolder(ArraysDataset):
             raise DataError(
                 f"ImageFolder: {root} has no class sub-folders; expected root/<class name>/<image files>"
             )
-        images, labels, first = [], [], None
+        images, labels, first, samples = [], [], None, []
         for label, cdir in enumerate(class_dirs):
             for path in sorted(cdir.rglob("*")):
                 if path.is_dir() or any(part.startswith(".") for part in path.relative_to(root).parts):
@@ -408,8 +506,21 @@ class ImageFolder(ArraysDataset):
                         f"ImageFolder: cannot read image {path} ({type(e).__name__}: {e})"
                     ) from None
                 labels.append(label)
+                samples.append((str(path), label))
+        empty = [d.name for i, d in enumerate(class_dirs) if i not in set(labels)]
         if not images:
-            raise DataError(f"ImageFolder: found no images in the class folders of {root}")
+            raise DataError(
+                f"ImageFolder: found no images in the class folders of {root} ({', '.join(empty)})"
+            )
+        if empty and not allow_empty:
+            raise DataError(
+                f"ImageFolder: found no images for the class(es) {', '.join(empty)} in {root}; add images "
+                f"(extensions: {', '.join(IMAGE_EXTENSIONS)}), remove the folder(s), or pass "
+                "allow_empty=True to keep them as classes"
+            )
         super().__init__(
-            np.stack(images), np.asarray(labels), [d.name for d in class_dirs], name="ImageFolder"
-        )
+            np.stack(images), np.asarray(labels), [d.name for d in class_dirs], name="ImageFolder",
+            transform=transform, target_transform=target_transform,
+        )  # fmt: skip
+        self.samples = samples
+        self.imgs = samples

@@ -1,49 +1,108 @@
-"""Batch-level data augmentation, run on the device where the batch lives (NumPy or CuPy).
+"""torchvision-style transforms, each usable on ONE image or on a whole BATCH.
 
-Each transform takes a whole float batch ``(N, C, H, W)`` and returns a new one; there is no
-per-image Python loop. The random choices (crop offsets, flip coin tosses: N small numbers) are
-drawn from a seeded NumPy generator -- the :class:`~minicnn.data.DataLoader` passes its own, so
-an epoch's augmentation is reproducible and a resumed run continues bit for bit -- and moved to
-the device; the pixel work itself runs on the device.
+Two call forms, one class (names, arguments and defaults follow ``torchvision.transforms``):
 
-Names and defaults follow ``torchvision.transforms``::
+* **per sample**, as torchvision: ``t(image)`` on a PIL image (``RandomCrop``,
+  ``RandomHorizontalFlip``, ``ToTensor``) or on a ``(C, H, W)`` Tensor/array (``RandomCrop``,
+  ``RandomHorizontalFlip``, ``Normalize``). This is what a dataset's ``transform=`` receives::
 
-    Compose([RandomCrop(32, padding=4), RandomHorizontalFlip(), Normalize(mean, std)])
+      MNIST("./data", transform=Compose([ToTensor(), Normalize((0.1307,), (0.3081,))]))
 
-A transform may also be any plain callable ``f(batch_array) -> batch_array``.
+* **per batch**, on the device: ``t(batch)`` on a float ``(N, C, H, W)`` array/Tensor, with one
+  random draw *per image* (crop offsets, flip coin tosses: N small numbers from a NumPy
+  generator, moved to the device) and no per-image Python loop. ``DataLoader(transform=...)``
+  uses this form, and so does the loader's fast path for ``MNIST``/``CIFAR10``/... when their
+  ``transform=`` is made only of these classes (see ``docs/data.md``).
+
+Random numbers come from the ``generator`` argument, else from the generator the
+:class:`~minicnn.data.DataLoader` installed for the batch being made (so augmentation is
+reproducible with the loader's seed, whatever ``num_workers`` is), else from minicnn's
+global generator (``minicnn.manual_seed``).
+
+A transform may also be any plain callable ``f(x) -> x``.
 """
 
 from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 
 from minicnn import random as _random
 from minicnn.backend import device_of, get_array_module, to_device
 
-__all__ = ["Transform", "Compose", "RandomCrop", "RandomHorizontalFlip", "Normalize"]
+__all__ = [
+    "Transform",
+    "Compose",
+    "ToTensor",
+    "Normalize",
+    "RandomCrop",
+    "RandomHorizontalFlip",
+    "Lambda",
+]
+
+_local = threading.local()
 
 
-def _check_batch(x, who):
-    if x.ndim != 4:
-        raise ValueError(
-            f"{who}: expected a batch of images in layout (N, C, H, W), got shape {tuple(x.shape)}"
-        )
+def current_generator() -> np.random.Generator:
+    """The generator random transforms draw from when none is passed (see the module doc)."""
+    g = getattr(_local, "generator", None)
+    return g if g is not None else _random.cpu_generator()
+
+
+@contextmanager
+def using_generator(generator):
+    """Make ``generator`` this thread's source of random numbers for transforms (DataLoader workers)."""
+    previous = getattr(_local, "generator", None)
+    _local.generator = generator
+    try:
+        yield
+    finally:
+        _local.generator = previous
+
+
+def _is_pil(x) -> bool:
+    return type(x).__module__.startswith("PIL.")
 
 
 class Transform:
-    """Base class: ``transform(batch, generator=None)``; ``batch`` is an array or a minicnn Tensor."""
+    """Base class: ``transform(x, generator=None)`` on a PIL image, a (C, H, W) image or a (N, C, H, W) batch.
 
-    def __call__(self, batch, generator=None):
+    Subclasses implement ``apply(batch_array, generator)`` (the batch form, NumPy or CuPy); the
+    per-image form runs it on a batch of one. Geometric transforms also implement
+    ``apply_pil(image, generator)``.
+    """
+
+    def __call__(self, x, generator=None):
         from minicnn.tensor import Tensor
 
-        is_tensor = isinstance(batch, Tensor)
-        x = batch.array if is_tensor else batch
-        _check_batch(x, type(self).__name__)
-        out = self.apply(x, generator if generator is not None else _random.cpu_generator())
+        generator = generator if generator is not None else current_generator()
+        if _is_pil(x):
+            return self.apply_pil(x, generator)
+        is_tensor = isinstance(x, Tensor)
+        arr = x.array if is_tensor else x
+        ndim = getattr(arr, "ndim", None)
+        if ndim == 4:
+            out = self.apply(arr, generator)
+        elif ndim == 3:
+            out = self.apply(arr[None], generator)[0]
+        else:
+            shape = tuple(arr.shape) if ndim is not None else type(x).__name__
+            raise ValueError(
+                f"{type(self).__name__}: expected an image in layout (C, H, W) or a batch of images in "
+                f"layout (N, C, H, W), got {shape}"
+            )
         return Tensor._make(out) if is_tensor else out
 
     def apply(self, x, generator):  # pragma: no cover - every transform overrides it
         raise NotImplementedError
+
+    def apply_pil(self, image, generator):
+        raise TypeError(
+            f"{type(self).__name__} works on tensors (C, H, W) or batches (N, C, H, W), got a PIL image: "
+            "put ToTensor() before it, as in torchvision"
+        )
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -51,10 +110,16 @@ class Transform:
 
 
 class Compose(Transform):
-    """Apply transforms one after the other."""
+    """Apply transforms one after the other (each in the form its input calls for)."""
 
     def __init__(self, transforms):
         self.transforms = list(transforms)
+
+    def __call__(self, x, generator=None):
+        generator = generator if generator is not None else current_generator()
+        for t in self.transforms:
+            x = t(x, generator) if isinstance(t, Transform) else t(x)
+        return x
 
     def apply(self, x, generator):
         for t in self.transforms:
@@ -66,35 +131,110 @@ class Compose(Transform):
         return f"Compose([{inner}\n])"
 
 
+class Lambda(Transform):
+    """Wrap a function ``f(x) -> x`` as a transform (``torchvision.transforms.Lambda``)."""
+
+    def __init__(self, lambd):
+        if not callable(lambd):
+            raise TypeError(f"Lambda: argument should be callable, got {type(lambd).__name__}")
+        self.lambd = lambd
+
+    def __call__(self, x, generator=None):
+        return self.lambd(x)
+
+    def apply(self, x, generator):
+        return self.lambd(x)
+
+
+class ToTensor(Transform):
+    """PIL image or uint8 ``(H, W[, C])`` array -> float ``(C, H, W)`` minicnn Tensor in [0, 1].
+
+    As ``torchvision.transforms.ToTensor``: uint8 pixels are divided by 255 into the default
+    float dtype (float32); arrays of other dtypes keep their values and dtype. In the batch form
+    (a loader's batch, already float in [0, 1] and channels first) it changes nothing; a uint8
+    ``(N, C, H, W)`` batch is divided by 255.
+    """
+
+    def __init__(self):
+        pass
+
+    def __call__(self, pic, generator=None):
+        from minicnn.dtypes import default_float
+        from minicnn.tensor import Tensor
+
+        if _is_pil(pic):
+            arr = np.asarray(pic)
+            if arr.dtype == np.bool_:  # mode '1'
+                arr = arr.astype(np.uint8) * 255
+        elif isinstance(pic, np.ndarray):
+            arr = pic
+            if arr.ndim not in (2, 3):
+                raise ValueError(
+                    f"ToTensor: pic should be 2 or 3 dimensional (H, W) or (H, W, C), got shape {arr.shape}"
+                )
+        else:
+            raise TypeError(
+                f"ToTensor: pic should be a PIL Image or a NumPy array (H, W[, C]), got {type(pic).__name__}"
+            )
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        arr = np.ascontiguousarray(arr.transpose(2, 0, 1))
+        if arr.dtype == np.uint8:
+            arr = arr.astype(default_float()) / 255.0
+        return Tensor._make(arr)
+
+    def apply(self, x, generator):
+        from minicnn.dtypes import default_float
+
+        return x.astype(default_float()) / 255.0 if x.dtype == np.uint8 else x
+
+    def __repr__(self):
+        return "ToTensor()"
+
+
 class RandomCrop(Transform):
     """Zero-pad each image by ``padding`` pixels, then cut a random ``size`` window (one per image).
 
     As ``torchvision.transforms.RandomCrop(size, padding)`` with the default constant (0) fill.
-    ``size`` is an int (square) or (H, W).
+    ``size`` is an int (square) or (H, W). Works on PIL images, (C, H, W) images and batches.
     """
 
-    def __init__(self, size, padding=0):
+    def __init__(self, size, padding=None, pad_if_needed=False, fill=0, padding_mode="constant"):
         self.size = (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
+        if padding is None:
+            padding = 0
+        if not np.isscalar(padding):
+            raise ValueError(f"RandomCrop: padding must be one int (the same on every side), got {padding!r}")
         self.padding = int(padding)
         if len(self.size) != 2 or min(self.size) <= 0 or self.padding < 0:
             raise ValueError(
                 f"RandomCrop: size must be positive (H, W) and padding >= 0, got {size}, {padding}"
             )
+        if pad_if_needed or fill != 0 or padding_mode != "constant":
+            raise NotImplementedError(
+                "RandomCrop: only zero padding is implemented (pad_if_needed=False, fill=0, "
+                "padding_mode='constant')"
+            )
 
-    def apply(self, x, generator):
-        xp = get_array_module(x)
-        n, _, h, w = x.shape
+    def _offsets(self, h, w, n, generator):
         p, (th, tw) = self.padding, self.size
-        x = xp.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else xp.ascontiguousarray(x)
         hp, wp = h + 2 * p, w + 2 * p
         if th > hp or tw > wp:
             raise ValueError(
                 f"RandomCrop: crop size {self.size} is larger than the padded image ({hp}, {wp}) "
                 f"(image {h}x{w} + padding {p})"
             )
-        # Top-left corner of each window, drawn on the CPU (N numbers), used on the device.
-        top = to_device(generator.integers(0, hp - th + 1, size=n), device_of(x))
-        left = to_device(generator.integers(0, wp - tw + 1, size=n), device_of(x))
+        # Top-left corner of each window: the tops of all images, then the lefts.
+        return generator.integers(0, hp - th + 1, size=n), generator.integers(0, wp - tw + 1, size=n)
+
+    def apply(self, x, generator):
+        xp = get_array_module(x)
+        n, _, h, w = x.shape
+        p, (th, tw) = self.padding, self.size
+        top, left = self._offsets(h, w, n, generator)
+        top, left = to_device(top, device_of(x)), to_device(left, device_of(x))
+        x = xp.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else xp.ascontiguousarray(x)
+        hp, wp = h + 2 * p, w + 2 * p
         # windows[n, c, i, j] is the (th, tw) window whose top-left pixel is (i, j): a strided
         # view of the padded batch (a window steps like a pixel), no copy until it is indexed.
         # (as_strided exists in every NumPy and CuPy; sliding_window_view only in recent CuPy.)
@@ -103,6 +243,12 @@ class RandomCrop(Transform):
             x, shape=(n, x.shape[1], hp - th + 1, wp - tw + 1, th, tw), strides=(sn, sc, sh, sw, sh, sw)
         )
         return windows[xp.arange(n), :, top, left]  # (N, C, th, tw): one gather for the batch
+
+    def apply_pil(self, image, generator):
+        p, (th, tw) = self.padding, self.size
+        top, left = self._offsets(image.height, image.width, 1, generator)
+        x0, y0 = int(left[0]) - p, int(top[0]) - p
+        return image.crop((x0, y0, x0 + tw, y0 + th))  # PIL fills outside the image with zeros
 
 
 class RandomHorizontalFlip(Transform):
@@ -118,11 +264,18 @@ class RandomHorizontalFlip(Transform):
         flip = to_device(generator.random(x.shape[0]) < self.p, device_of(x))
         return xp.where(flip[:, None, None, None], x[..., ::-1], x)
 
+    def apply_pil(self, image, generator):
+        if generator.random(1)[0] < self.p:
+            from PIL import Image
+
+            return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return image
+
 
 class Normalize(Transform):
     """``(x - mean[c]) / std[c]`` per channel (0-1 scale), as ``torchvision.transforms.Normalize``."""
 
-    def __init__(self, mean, std):
+    def __init__(self, mean, std, inplace=False):
         self.mean = tuple(float(m) for m in np.atleast_1d(mean))
         self.std = tuple(float(s) for s in np.atleast_1d(std))
         if len(self.mean) != len(self.std):
@@ -132,6 +285,10 @@ class Normalize(Transform):
 
     def apply(self, x, generator):
         xp = get_array_module(x)
+        if x.dtype.kind != "f":
+            raise TypeError(
+                f"Normalize: expected a float tensor (pixels in [0, 1], e.g. after ToTensor()), got {x.dtype}"
+            )
         c = x.shape[1]
         if len(self.mean) not in (1, c):
             raise ValueError(
@@ -141,3 +298,38 @@ class Normalize(Transform):
         mean = xp.asarray(self.mean, dtype=x.dtype).reshape(1, -1, 1, 1)
         std = xp.asarray(self.std, dtype=x.dtype).reshape(1, -1, 1, 1)
         return (x - mean) / std
+
+    def __repr__(self):
+        return f"Normalize(mean={self.mean!r}, std={self.std!r})"
+
+
+# The transforms whose per-image and batch forms give the same numbers (random ones: the same
+# distribution, drawn per image). The loader's fast path may run a dataset's transform=
+# made of these as batch operations.
+_GEOMETRIC = (RandomCrop, RandomHorizontalFlip)
+_BATCHABLE = (RandomCrop, RandomHorizontalFlip, Normalize)
+
+
+def batch_plan(transform):
+    """The batch transforms equivalent to a per-sample ``transform``, or None if there are none.
+
+    ``transform`` must be ``ToTensor()`` alone or a ``Compose`` of: geometric transforms
+    (crop, flip) on the PIL image, one ``ToTensor()``, then crops, flips and ``Normalize``.
+    The pixel scaling that ``ToTensor`` does is the loader's ``/ 255``.
+    """
+    items, stack = [], [transform]
+    while stack:  # flatten nested Compose, in order
+        t = stack.pop(0)
+        if type(t) is Compose:
+            stack = list(t.transforms) + stack
+        else:
+            items.append(t)
+    kinds = [type(t) for t in items]
+    if kinds.count(ToTensor) != 1:
+        return None
+    k = kinds.index(ToTensor)
+    if not all(kind in _GEOMETRIC for kind in kinds[:k]) or not all(
+        kind in _BATCHABLE for kind in kinds[k + 1 :]
+    ):
+        return None
+    return items[:k] + items[k + 1 :]
