@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minicnn import serialization
 from minicnn.autograd import no_grad
 from minicnn.backend import is_cupy_array, to_numpy
 from minicnn.nn import functional as F
@@ -56,8 +57,9 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; training was stopped."""
 
 
-class CheckpointError(RuntimeError):
-    """``fit(resume=True)`` found a checkpoint it cannot resume from (corrupt, or another model's)."""
+class CheckpointError(serialization.CheckpointError):
+    """``fit(resume=True)`` found a checkpoint it cannot resume from (corrupt, or another model's):
+    a :class:`minicnn.serialization.CheckpointError` whose message starts with "fit: cannot resume"."""
 
 
 def _describe_loader(loader) -> str:

@@ -346,3 +346,29 @@ def test_save_is_fsynced_then_renamed_and_leaves_no_tmp(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         mc.save(nn.Linear(2, 2), tmp_path / "ckpt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "folder"]  # old file intact, no .tmp
+
+
+def test_a_pytorch_optimizer_state_resumes_exactly(tmp_path):
+    """torch.save of an Adam state (step as a 0-d tensor, buffers as tensors) loads into minicnn's
+    Adam, and the next step equals PyTorch's."""
+    import torch
+
+    from minicnn import optim
+
+    w0 = np.random.default_rng(0).standard_normal((3, 4))
+    tw = torch.tensor(w0, requires_grad=True)
+    topt = torch.optim.Adam([tw], lr=0.1, foreach=False)
+    tw.grad = torch.ones(3, 4, dtype=torch.float64)
+    topt.step()
+    torch.save({"opt": topt.state_dict(), "w": tw.detach()}, tmp_path / "ckpt.pt")
+    checkpoint = mc.load(tmp_path / "ckpt.pt")
+    w = mc.tensor(checkpoint["w"].numpy(), requires_grad=True)
+    opt = optim.Adam([w], lr=0.1)
+    opt.load_state_dict(checkpoint["opt"])
+    assert opt.state[w]["step"] == 1 and isinstance(opt.state[w]["step"], int)
+    g = np.arange(12.0).reshape(3, 4)
+    w.grad = mc.tensor(g)
+    opt.step()
+    tw.grad = torch.tensor(g)
+    topt.step()
+    np.testing.assert_allclose(w.numpy(), tw.detach().numpy(), rtol=1e-15, atol=0)

@@ -219,7 +219,7 @@ def test_resume_from_a_bad_checkpoint_is_a_checkpoint_error(digits, tmp_path):
         _short_run(train, tmp_path, resume=True)
     message = str(info.value)
     assert message.startswith(f"fit: cannot resume from {checkpoint}: ") and "\n" not in message
-    assert "not a valid safetensors checkpoint" in message
+    assert "truncated or corrupt" in message
 
     _short_run(train, tmp_path / "other")  # a checkpoint of a model with other layers
     other = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))

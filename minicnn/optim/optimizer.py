@@ -219,7 +219,9 @@ class Optimizer:
         for key, saved_state in state_dict["state"].items():
             if key in param_of:
                 p = param_of[key]
-                self.state[p] = {k: _restore_value(v, p) for k, v in saved_state.items()}
+                self.state[p] = {
+                    k: _restore_step(v) if k == "step" else _restore_value(v, p) for k, v in saved_state.items()
+                }
         new_groups = []
         for g, sg in zip(self.param_groups, saved_groups):
             new_group = {k: copy.deepcopy(v) for k, v in sg.items() if k != "params"}
@@ -272,10 +274,20 @@ def _copy_state(value):
     return copy.deepcopy(value)
 
 
+def _restore_step(value):
+    """The step count as a Python int: PyTorch saves it as a 0-d tensor (float32)."""
+    if isinstance(value, Tensor) or _is_array(value):
+        value = float(value.item())
+    return int(value) if float(value).is_integer() else value
+
+
 def _restore_value(value, p: Tensor):
-    """A fresh copy of a saved buffer, on the parameter's device, floating buffers in its dtype."""
+    """A fresh copy of a saved buffer (an array, or a Tensor as minicnn.load returns from a PyTorch
+    file), on the parameter's device, floating buffers in its dtype."""
     if isinstance(value, dict):
         return {k: _restore_value(v, p) for k, v in value.items()}
+    if isinstance(value, Tensor):
+        value = value.array
     if not _is_array(value):
         return copy.deepcopy(value)
     if value.dtype.kind == "f" and p.array.dtype.kind == "f":
