@@ -220,7 +220,8 @@ class Optimizer:
             if key in param_of:
                 p = param_of[key]
                 self.state[p] = {
-                    k: _restore_step(v) if k == "step" else _restore_value(v, p) for k, v in saved_state.items()
+                    k: _restore_step(v) if k == "step" else _restore_value(v, p)
+                    for k, v in saved_state.items()
                 }
         new_groups = []
         for g, sg in zip(self.param_groups, saved_groups):
