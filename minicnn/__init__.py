@@ -197,4 +197,5 @@ def equal(a, b) -> builtins.bool:
 # ----------------------------------------------------------------------------- data and checkpoints
 # (minicnn.data, minicnn.serialization) torch.Generator's role: random_split(..., generator=...),
 # DataLoader(generator=...); minicnn.save/load above take nested checkpoints and read .pt files.
+from minicnn import utils  # noqa: E402  (torch.utils.data's names: minicnn.utils.data)
 from minicnn.data.sampler import Generator  # noqa: E402
