@@ -544,3 +544,24 @@ def test_a_training_step_makes_no_host_synchronisation(standin, name):
     loss = _training_step(model, opt, x, y)
     assert len(syncs) == 0, syncs.report(full=True)
     assert loss.device == "cuda:0" and np.isfinite(loss.item())
+
+
+def test_the_mnist_example_runs_end_to_end_on_the_gpu_path(standin, tmp_path, monkeypatch, capsys):
+    """examples/mnist_cnn.py --device cuda: data loader, fit, evaluation, checkpoint and report on the
+    GPU code path (what the first GPU run does for 5 epochs)."""
+    import importlib
+    from pathlib import Path
+
+    from tests.test_data import write_mnist_raw
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples"))
+    write_mnist_raw(tmp_path / "data")
+    mnist = importlib.import_module("mnist_cnn")
+    out = str(tmp_path / "out")
+    argv = ["--data-dir", str(tmp_path / "data"), "--device", "cuda", "--batch-size", "4",
+            "--limit-train", "8", "--epochs", "1", "--out", out, "--no-progress"]  # fmt: skip
+    acc = mnist.main(argv)
+    assert 0.0 <= acc <= 1.0
+    text = capsys.readouterr().out
+    assert "device: cuda" in text and "test accuracy:" in text
+    assert (tmp_path / "out" / "checkpoint.safetensors").is_file()
