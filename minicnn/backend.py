@@ -189,11 +189,6 @@ def device_of(array) -> Device:
     return CPU
 
 
-def current_gpu() -> int:
-    """The index of CuPy's current GPU (the one new arrays and kernels go to)."""
-    return int(cupy_module().cuda.runtime.getDevice())
-
-
 def gpu_guard(array):
     """For a GPU array on a GPU other than the current one: a context manager (``cupy.cuda.Device``)
     that makes its GPU current; None otherwise. CuPy allocates and launches kernels on the current

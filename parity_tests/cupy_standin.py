@@ -301,6 +301,7 @@ class ndarray:
         self._a = np.empty(shape, dtype=dtype, order=order)
         self._dev = _state.current
         self._base = None
+        _owners[id(self._a)] = self
 
     # ------------------------------------------------------------ attributes
     shape = property(lambda self: self._a.shape)
