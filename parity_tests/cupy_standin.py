@@ -20,7 +20,8 @@ exactly those places, so a test can run the cuda code path here and see them:
     fakes as many GPUs as ``install(devices=N)`` asks for;
   - a ``cupy.random`` generator drawn while another device than its own is current: ``ValueError``.
 * **What NumPy does differently, done as CuPy does it**: reductions (``x.sum()``, ``cupy.max(x)``)
-  and integer indexing (``x[0, 1]``) return 0-d device arrays, never Python or NumPy scalars.
+  and integer indexing (``x[0, 1]``) return 0-d device arrays, never Python or NumPy scalars; no
+  floating-point warnings (a GPU reports no overflow or invalid value).
 * **Host synchronisations, counted** (``syncs``): every operation that makes the host wait for the
   GPU -- ``bool()``, ``float()``, ``int()``, ``complex()``, ``operator.index``, ``.item()``,
   ``.tolist()``, ``.get()``, ``cupy.asnumpy``, ``repr``/``str``/``format`` of a device array,
@@ -529,7 +530,8 @@ def _array_method(name):
         kwargs = {k: _arg(v, seen) for k, v in kwargs.items()}
         if "dtype" in kwargs:
             _refuse_dtype(kwargs["dtype"])
-        return _wrap_result(getattr(self._a, name)(*args, **kwargs), None, seen)
+        with np.errstate(all="ignore"):
+            return _wrap_result(getattr(self._a, name)(*args, **kwargs), None, seen)
 
     method.__name__ = name
     return method
@@ -733,7 +735,8 @@ def _routine(name, np_fn=None, view=False, array_args=(0,), syncing=None):
         seen = []
         args = [_arg(a, seen) for a in args]
         kwargs = {k: _arg(v, seen) for k, v in kwargs.items()}
-        return _wrap_result(np_fn(*args, **kwargs), None, seen)
+        with np.errstate(all="ignore"):  # a GPU reports no floating-point errors (inf, NaN)
+            return _wrap_result(np_fn(*args, **kwargs), None, seen)
 
     routine.__name__ = name
     return routine
