@@ -48,7 +48,21 @@ MODELS = {
             ("flatten",), ("linear", 2048, 256), ("relu",), ("dropout", 0.5), ("linear", 256, 10),
         ],
     },
+    # CIFAR ResNet-20 (He et al. 2016): minicnn.models.resnet(20); the torch worker builds the same
+    # network with build_resnet(torch.nn). Timed on the GPU only (the "gpu" section of run.py).
+    "resnet20": {
+        "input": (3, 32, 32),
+        "classes": 10,
+        "batch": 128,
+        "optimizer": "sgd",
+        "params": 272_474,
+        "resnet": {"depth": 20, "width": 16},
+    },
 }  # fmt: skip
+
+CPU_MODELS = ("mnist", "cifar")  # the model rows of the CPU sections (and the GPU "models" section)
+# The GPU cases (run.py's "gpu" section): training steps at two batch sizes, TF32 off in both libraries.
+GPU_CASES = (("cifar", 128), ("cifar", 512), ("resnet20", 128), ("resnet20", 512))
 
 OPTIMIZERS = {
     "adam": {"lr": 1e-3},  # Adam, PyTorch defaults (betas 0.9/0.999, eps 1e-8)
@@ -70,8 +84,68 @@ def build_from_spec(nn, name):
     return nn.Sequential(*(make[kind](*args) for kind, *args in MODELS[name]["layers"]))
 
 
+def build_resnet(nn, depth=20, width=16, num_classes=10):
+    """The CIFAR ResNet of ``minicnn.models.ResNet`` written against ``nn`` (``minicnn.nn`` or
+    ``torch.nn``): same layers, same order, same state-dict keys (conv1, layer1.0.bn2, fc...)."""
+    relu = nn.functional.relu
+
+    class BasicBlock(nn.Module):
+        def __init__(self, c_in, c_out, stride=1):
+            super().__init__()
+            self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(c_out)
+            self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(c_out)
+            self.downsample = None
+            if stride != 1 or c_in != c_out:
+                self.downsample = nn.Sequential(
+                    nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+                )
+
+        def forward(self, x):
+            identity = x if self.downsample is None else self.downsample(x)
+            out = relu(self.bn1(self.conv1(x)))
+            return relu(self.bn2(self.conv2(out)) + identity)
+
+    class ResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            n = (depth - 2) // 6
+            self.conv1 = nn.Conv2d(3, width, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(width)
+            stages, c = [], width
+            for i in range(3):
+                c_out = width * 2**i
+                blocks = [BasicBlock(c, c_out, 1 if i == 0 else 2)]
+                blocks += [BasicBlock(c_out, c_out) for _ in range(n - 1)]
+                stages.append(nn.Sequential(*blocks))
+                c = c_out
+            self.layer1, self.layer2, self.layer3 = stages
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(c, num_classes)
+
+        def forward(self, x):
+            x = relu(self.bn1(self.conv1(x)))
+            x = self.layer3(self.layer2(self.layer1(x)))
+            return self.fc(self.avgpool(x).flatten(1))
+
+    return ResNet()
+
+
 def build_model(nn, name):
-    """(model, where it came from): minicnn.models' builder with ``layers=nn``, else the spec."""
+    """(model, where it came from): minicnn.models' builder (with ``layers=nn`` for the CNNs), else the
+    spec; for ResNet-20, ``minicnn.models.resnet(20)`` in minicnn and ``build_resnet(torch.nn)``."""
+    spec = MODELS[name]
+    if "resnet" in spec:
+        depth, width = spec["resnet"]["depth"], spec["resnet"]["width"]
+        if nn.__name__.startswith("minicnn"):
+            try:
+                from minicnn import models
+
+                return models.resnet(depth, width=width), f"minicnn.models.resnet({depth})"
+            except (ImportError, AttributeError):
+                pass
+        return build_resnet(nn, depth, width), f"benchmarks/_common.py build_resnet({nn.__name__}, {depth})"
     try:
         from minicnn import models
 
@@ -85,9 +159,30 @@ def layer_names(model) -> list:
     return [type(m).__name__ for m in model.children()]
 
 
+def resnet_macs(batch: int, depth=20, width=16, num_classes=10, size=32) -> int:
+    """Multiply-accumulates of a CIFAR ResNet's forward pass (3x3 convs, 1x1 downsamples, the fc)."""
+    n = (depth - 2) // 6
+    macs = size * size * width * 3 * 9  # stem
+    c, hw = width, size
+    for i in range(3):
+        c_out = width * 2**i
+        for b in range(n):
+            stride = 2 if (i > 0 and b == 0) else 1
+            hw_out = hw // stride
+            macs += hw_out * hw_out * c_out * c * 9  # conv1
+            macs += hw_out * hw_out * c_out * c_out * 9  # conv2
+            if stride != 1 or c != c_out:
+                macs += hw_out * hw_out * c_out * c  # 1x1 downsample
+            c, hw = c_out, hw_out
+    macs += c * num_classes
+    return batch * macs
+
+
 def model_macs(name: str, batch: int) -> int:
     """Multiply-accumulates of one forward pass: conv N*C_out*H_out*W_out*C_in*k*k, linear N*in*out."""
     spec = MODELS[name]
+    if "resnet" in spec:
+        return resnet_macs(batch, spec["resnet"]["depth"], spec["resnet"]["width"], spec["classes"])
     _, h, w = spec["input"]
     macs = 0
     for layer in spec["layers"]:

@@ -144,6 +144,8 @@ def main():
             "numpy": np.__version__,
             "minicnn": mc.__version__,
             "cuda_available": bool(mc.cuda_available()),
+            "cuda_problem": mc.cuda.unavailable_reason(),
+            "kernels": bool(mc.kernels.enabled()),
             "blas": blas_info(),
             "numpy_blas": _numpy_blas_config(np),
             "cpus": cpus,

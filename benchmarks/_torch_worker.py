@@ -92,9 +92,10 @@ def main():
     torch.set_num_threads(task["threads"])
     device = task.get("device", "cpu")
     sync = None
-    if device == "cuda":
+    if device == "cuda":  # TF32 off: full float32 GEMMs and convolutions, as CuPy's (CUPY_TF32=0)
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
+        torch.set_float32_matmul_precision("highest")
         sync = torch.cuda.synchronize
     kind = task["kind"]
     base = memory_baseline()
@@ -102,6 +103,7 @@ def main():
         result = {
             "torch": torch.__version__,
             "cuda_available": bool(torch.cuda.is_available()),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "threads": torch.get_num_threads(),
             "mkldnn": bool(torch.backends.mkldnn.is_available()),
             "blas": blas_info(),

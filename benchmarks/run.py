@@ -18,8 +18,13 @@ What is printed:
     forward (under no_grad) and backward (retain_graph, leaf grads cleared before each call);
   * a batch-size sweep of the MNIST CNN training step, in microseconds per sample;
   * minicnn's profiler breakdown of the two training steps;
-  * the same model rows on a GPU (TF32 off in both) when both libraries see one; otherwise the
+  * the same model rows on a GPU (TF32 off in both) when both libraries see one, and the GPU
+    cases: a training step of the CIFAR CNN and of ResNet-20 at batch 128 and 512; otherwise the
     GPU rows say "not measured".
+
+Tiers (``--tier``): minicnn's CPU figures come from its compiled kernels (``kernels``, the default)
+or from the textbook NumPy ops (``textbook``: the workers run with ``MINICNN_KERNELS=0``), or both,
+one after the other. A GPU always runs the textbook ops (the kernels are CPU code).
 
 FLOP count (stated in the output too): forward = 2 x MACs of the conv and linear layers
 (conv MACs = N*C_out*H_out*W_out*C_in*k*k, linear MACs = N*in*out); a training step = 3 x forward
@@ -31,9 +36,10 @@ Peak memory: resident memory (RSS) of the worker process above its RSS right aft
 ru_maxrss is used). It includes the model, data, activations, gradients and optimizer state, and
 whatever the allocator keeps cached. Same method for both libraries.
 
-Options: --quick (few repeats, fewer cases: a smoke test), --only models,ops,sweep,gemm,profile,
+Options: --quick (few repeats, fewer cases: a smoke test), --only models,ops,sweep,gemm,profile,gpu,
 --repeats N, --warmup N, --sweep-repeats N, --threads N, --blas both|haswell|unset,
---json out.json.
+--tier kernels|textbook|both, --device cpu|cuda|both (which sections run), --gpu-on-cpu (a dry run:
+the GPU sections run their cases on the CPU, to check the plumbing without a GPU), --json out.json.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from _common import (  # noqa: E402
+    CPU_MODELS,
+    GPU_CASES,
     MODELS,
     RESULT_MARK,
     SWEEP_BATCHES,
@@ -61,7 +69,8 @@ WORKERS = {
     "minicnn": os.path.join(HERE, "_minicnn_worker.py"),
     "torch": os.path.join(HERE, "_torch_worker.py"),
 }
-SECTIONS = ("gemm", "models", "ops", "sweep", "profile")
+SECTIONS = ("gemm", "models", "ops", "sweep", "profile", "gpu")  # "gpu": the GPU cases only
+TIERS = {"kernels": "1", "textbook": "0"}  # MINICNN_KERNELS of the workers
 BLAS_CONFIGS = {
     "haswell": ("OPENBLAS_CORETYPE=Haswell", "Haswell"),
     "unset": ("OPENBLAS_CORETYPE unset", None),
@@ -77,10 +86,11 @@ MEM_NOTE = (
 
 
 # --------------------------------------------------------------------------- running workers
-def worker_env(threads: int, coretype: str | None) -> dict:
+def worker_env(threads: int, coretype: str | None, tier: str = "kernels") -> dict:
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
+    env["MINICNN_KERNELS"] = TIERS[tier]
     env["CUPY_TF32"] = "0"  # no TF32 on the GPU (CuPy's default, made explicit)
     env.pop("OPENBLAS_CORETYPE", None)
     if coretype is not None:
@@ -179,7 +189,10 @@ def print_environment(env_info):
         if "error" in mc:
             print(f"  minicnn worker: {mc['error']}")
         else:
-            print(f"  minicnn {mc['minicnn']}, numpy {mc['numpy']}, numpy BLAS: {mc['numpy_blas']}")
+            kernels = {True: "kernels on", False: "kernels off", None: "kernels ?"}[mc.get("kernels")]
+            print(
+                f"  minicnn {mc['minicnn']} ({kernels}), numpy {mc['numpy']}, numpy BLAS: {mc['numpy_blas']}"
+            )
             for lib in mc["blas"]:
                 print(f"    threadpool: {lib}")
         if "error" in th:
@@ -215,7 +228,7 @@ def section_models(args, env, device, gemm):
     base = {"kind": "model", "warmup": args.warmup, "repeats": args.repeats, "threads": args.threads}
     base["device"] = device
     i = 0
-    for name in MODELS:
+    for name in CPU_MODELS:
         for mode in ("train", "infer"):
             task = dict(base, model=name, mode=mode)
             pair = run_pair(task, env, torch_first=bool(i % 2))
@@ -367,7 +380,7 @@ def section_sweep(args, env, device):
 
 def section_profile(args, env, device):
     out = {}
-    for name in MODELS:
+    for name in CPU_MODELS:
         task = {
             "kind": "profile",
             "model": name,
@@ -386,6 +399,58 @@ def section_profile(args, env, device):
         print(r["table"] if "error" not in r else f"  error: {r['error']}")
         print()
     return out
+
+
+def section_gpu_cases(args, env, device):
+    """Training steps of the CIFAR CNN and ResNet-20 at batch 128 and 512 (``GPU_CASES``), both libraries."""
+    results, rows, errs = {}, [], []
+    base = {"kind": "model", "mode": "train", "warmup": args.warmup, "repeats": args.repeats}
+    base.update(threads=args.threads, device=device)
+    cases = [(name, b) for name in dict.fromkeys(n for n, _ in GPU_CASES) for b in args.gpu_batches]
+    for i, (name, batch) in enumerate(cases):
+        pair = run_pair(dict(base, model=name, batch=batch), env, torch_first=bool(i % 2))
+        results[f"{name} b{batch}"] = pair
+        flops = 6 * model_macs(name, batch)
+        mc, th = pair["minicnn"], pair["torch"]
+        key = "gpu_peak_mib" if device == "cuda" else None
+        mem = {lib: (r.get(key) if key else r.get("memory", {}).get("peak_mib")) for lib, r in pair.items()}
+        opt = "Adam" if MODELS[name]["optimizer"] == "adam" else "SGD m0.9"
+        per_image = [f"{r['median_s'] * 1e6 / batch:.1f}" if "error" not in r else "error" for r in (mc, th)]
+        rows.append(
+            [
+                f"{name} train step {opt}",
+                batch,
+                ms(mc),
+                ms(th),
+                ratio(mc, th),
+                *per_image,
+                gflops(mc, flops),
+                gflops(th, flops),
+                "-" if mem["minicnn"] is None else f"{mem['minicnn']:.0f}",
+                "-" if mem["torch"] is None else f"{mem['torch']:.0f}",
+            ]
+        )
+        for lib, r in pair.items():
+            if "error" not in r and r.get("params") != MODELS[name]["params"]:
+                errs.append(
+                    f"  WARNING {lib} {name}: {r.get('params')} parameters, expected {MODELS[name]['params']}"
+                )
+        if "error" not in mc and "error" not in th and mc["layers"] != th["layers"]:
+            errs.append(f"  WARNING {name}: layers differ: minicnn {mc['layers']} vs torch {th['layers']}")
+        errs += errors_of(pair)
+    headers = [
+        "model", "batch", "minicnn ms", "torch ms", "ratio", "mc us/image", "torch us/image",
+        "mc GFLOP/s", "torch GFLOP/s", "mc peak MiB", "torch peak MiB",
+    ]  # fmt: skip
+    print(fmt_table(headers, rows))
+    print(
+        f"(median of {args.repeats} after {args.warmup} warm-up, each step ending with a device "
+        "synchronisation; GFLOP/s: 6 x forward MACs; peak MiB: "
+        + ("CuPy pool total_bytes vs torch.cuda.max_memory_reserved)" if device == "cuda" else "process RSS)")
+    )
+    if errs:
+        print("\n".join(errs))
+    return results
 
 
 # --------------------------------------------------------------------------- main
@@ -410,8 +475,36 @@ def parse_args(argv=None):
         default="both",
         help="OPENBLAS_CORETYPE settings to run: Haswell, unset, or both (default)",
     )
+    p.add_argument(
+        "--tier",
+        choices=("kernels", "textbook", "both"),
+        default="kernels",
+        help="minicnn CPU tier: compiled kernels (default), textbook NumPy ops (MINICNN_KERNELS=0), or both",
+    )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "both"),
+        default="both",
+        help="which sections run: the CPU ones, the GPU ones, or both (default)",
+    )
+    p.add_argument(
+        "--gpu-on-cpu",
+        action="store_true",
+        help="dry run of the GPU sections: their cases run on the CPU (checks the plumbing, not figures)",
+    )
+    p.add_argument(
+        "--gpu-batches",
+        default=",".join(str(b) for b in dict.fromkeys(b for _, b in GPU_CASES)),
+        help="batch sizes of the GPU cases (default 128,512)",
+    )
     p.add_argument("--json", metavar="OUT", help="also write every number to this JSON file")
     args = p.parse_args(argv)
+    try:
+        args.gpu_batches = [int(b) for b in args.gpu_batches.split(",") if b.strip()]
+    except ValueError:
+        p.error(f"--gpu-batches: expected comma-separated integers, got {args.gpu_batches!r}")
+    if not args.gpu_batches or min(args.gpu_batches) < 2:
+        p.error("--gpu-batches: batch sizes must be >= 2 (batch norm needs two values per channel)")
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.only) - set(SECTIONS)
     if unknown:
@@ -431,10 +524,13 @@ def main(argv=None):
     args = parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # show each table as it is done, also when redirected
     configs = ["haswell", "unset"] if args.blas == "both" else [args.blas]
+    tiers = ["kernels", "textbook"] if args.tier == "both" else [args.tier]
+    if args.device == "cuda":
+        configs = configs[-1:]  # the BLAS setting only matters to the CPU sections
     probes = {}
     for c in configs:
         label, coretype = BLAS_CONFIGS[c]
-        env = worker_env(args.threads, coretype)
+        env = worker_env(args.threads, coretype, tiers[0])
         probes[label] = run_pair({"kind": "probe", "threads": args.threads}, env, torch_first=False)
     env_info = environment(args, probes)
     print("minicnn vs PyTorch benchmarks (float32, synthetic data)")
@@ -444,52 +540,73 @@ def main(argv=None):
     print(MEM_NOTE)
     report = {"env": env_info, "args": vars(args), "cpu": {}, "cuda": None}
 
-    for c in configs:
-        label, coretype = BLAS_CONFIGS[c]
-        env = worker_env(args.threads, coretype)
-        res = report["cpu"][label] = {}
-        print(f"\n==================== CPU, {label}, {args.threads} thread(s) ====================\n")
-        if "gemm" in args.only:
-            res["gemm"] = section_gemm(args, env, "cpu")
-            print()
-        if "models" in args.only:
-            res["models"] = section_models(args, env, "cpu", res.get("gemm"))
-            print()
-        if "ops" in args.only:
-            res["ops"] = section_ops(args, env, "cpu")
-            print()
-        if "sweep" in args.only:
-            res["sweep"] = section_sweep(args, env, "cpu")
-            print()
-        if "profile" in args.only:
-            res["profile"] = section_profile(args, env, "cpu")
+    cpu_sections = [s for s in args.only if s != "gpu"] if args.device != "cuda" else []
+    for tier in tiers if cpu_sections else []:
+        for c in configs:
+            label, coretype = BLAS_CONFIGS[c]
+            env = worker_env(args.threads, coretype, tier)
+            res = report["cpu"][label if args.tier == "kernels" else f"{label}, {tier} tier"] = {}
+            print(
+                f"\n==================== CPU, {label}, {tier} tier, {args.threads} thread(s) "
+                "====================\n"
+            )
+            if "gemm" in args.only:
+                res["gemm"] = section_gemm(args, env, "cpu")
+                print()
+            if "models" in args.only:
+                res["models"] = section_models(args, env, "cpu", res.get("gemm"))
+                print()
+            if "ops" in args.only:
+                res["ops"] = section_ops(args, env, "cpu")
+                print()
+            if "sweep" in args.only:
+                res["sweep"] = section_sweep(args, env, "cpu")
+                print()
+            if "profile" in args.only:
+                res["profile"] = section_profile(args, env, "cpu")
 
-    print("==================== GPU (TF32 off in both) ====================\n")
+    if args.device == "cpu":
+        return finish(args, report)
+    gpu_device = "cpu" if args.gpu_on_cpu else "cuda"
+    title = (
+        "GPU (TF32 off in both)" if not args.gpu_on_cpu else "GPU sections, DRY RUN on the CPU (not figures)"
+    )
+    print(f"==================== {title} ====================\n")
     first = next(iter(probes.values()))
-    gpu_ok = all("error" not in first[lib] and first[lib]["cuda_available"] for lib in first)
+    gpu_ok = args.gpu_on_cpu or all(
+        "error" not in first[lib] and first[lib]["cuda_available"] for lib in first
+    )
     if not gpu_ok:
         why = "; ".join(
             f"{lib}: {'error' if 'error' in r else 'sees a GPU' if r['cuda_available'] else 'no GPU'}"
+            + (f" ({r['cuda_problem']})" if r.get("cuda_problem") else "")
             for lib, r in first.items()
         )
         print(f"GPU rows: not measured ({why})")
         report["cuda"] = {"measured": False, "why": why}
     else:
-        env = worker_env(args.threads, None)
-        res = report["cuda"] = {"measured": True}
+        env = worker_env(args.threads, None, "textbook")  # a GPU runs the textbook ops
+        res = report["cuda"] = {"measured": not args.gpu_on_cpu, "dry_run_on_cpu": args.gpu_on_cpu}
         if "gemm" in args.only:
-            res["gemm"] = section_gemm(args, env, "cuda")
+            res["gemm"] = section_gemm(args, env, gpu_device)
             print()
         if "models" in args.only:
-            res["models"] = section_models(args, env, "cuda", res.get("gemm"))
-            print("(GPU peak MiB: torch.cuda.max_memory_reserved vs CuPy memory pool total_bytes)")
+            res["models"] = section_models(args, env, gpu_device, res.get("gemm"))
+            print("(GPU peak MiB: torch.cuda.max_memory_reserved vs CuPy memory pool total_bytes)\n")
+        if "gpu" in args.only:
+            res["gpu_cases"] = section_gpu_cases(args, env, gpu_device)
+            print()
         if "ops" in args.only:
-            res["ops"] = section_ops(args, env, "cuda")
+            res["ops"] = section_ops(args, env, gpu_device)
+    return finish(args, report)
 
+
+def finish(args, report):
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
         print(f"\nwrote {args.json}")
+    return report
 
 
 if __name__ == "__main__":

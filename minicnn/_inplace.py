@@ -18,11 +18,29 @@ describe a value that no longer exists).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from minicnn.autograd import is_grad_enabled
-from minicnn.backend import get_array_module, to_device
+from minicnn.backend import get_array_module, gpu_guard, to_device
 from minicnn.dtypes import as_dtype, default_float, result_type
+
+
+def _on_its_gpu(func):
+    """Run an in-place change of tensor ``t`` (the first argument) with ``t``'s GPU current, when it
+    lives on another GPU than the current one (CuPy launches on the current GPU; see
+    ``minicnn.backend.gpu_guard``). Nothing changes on the CPU."""
+
+    @functools.wraps(func)
+    def run(t, *args, **kwargs):
+        guard = None if type(t.array) is np.ndarray else gpu_guard(t.array)
+        if guard is None:
+            return func(t, *args, **kwargs)
+        with guard:
+            return func(t, *args, **kwargs)
+
+    return run
 
 
 def _tensor():
@@ -104,6 +122,7 @@ def _old_value(t, copy):
     return old
 
 
+@_on_its_gpu
 def binary(t, other, op_cls, ufunc, name):
     """``t = t <op> other`` in place (add_, sub_, mul_, div_)."""
     from minicnn.tensor import _binary, _operand
@@ -139,6 +158,7 @@ def _saves_input(op_cls):
     )
 
 
+@_on_its_gpu
 def unary(t, fn, name):
     """``t = fn(t)`` in place (relu_, clamp_, inplace=True activations); ``fn`` is the out-of-place
     op. The old value shares ``t``'s memory and version counter: an op that kept its input for
@@ -156,6 +176,7 @@ def unary(t, fn, name):
     return t
 
 
+@_on_its_gpu
 def copy(t, src, name="copy_"):
     """``t``'s values replaced by ``src`` (broadcast to ``t``'s shape, cast to its dtype, moved to its
     device)."""
@@ -181,6 +202,7 @@ def copy(t, src, name="copy_"):
     return t
 
 
+@_on_its_gpu
 def fill(t, value, name):
     """Every element set to ``value`` (a number or a one-element tensor)."""
     Tensor = _tensor()
@@ -191,6 +213,7 @@ def fill(t, value, name):
     return copy(t, value, name)
 
 
+@_on_its_gpu
 def random(t, kind, a, b, name):
     """uniform_(a, b) / normal_(mean, std) from minicnn's seeded generator for the tensor's device."""
     from minicnn import random as _random
@@ -208,6 +231,7 @@ def random(t, kind, a, b, name):
     return copy(t, _tensor()._make(values.astype(t.array.dtype, copy=False)), name)
 
 
+@_on_its_gpu
 def setitem(t, index, value):
     """``t[index] = value``."""
     from minicnn.ops.basic import SetItem, convert_index

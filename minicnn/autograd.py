@@ -23,7 +23,7 @@ from time import perf_counter
 
 import numpy as np
 
-from minicnn.backend import device_of
+from minicnn.backend import device_of, gpu_guard
 
 _grad_enabled = True
 
@@ -131,10 +131,16 @@ class Function:
         fn = cls.compiled() if (cls.compiled is not None and _kernels_enabled and on_cpu) else cls()
         requires_grad = _grad_enabled and any(t.requires_grad for t in tensors)
         fn.needs_input_grad = tuple(requires_grad and isinstance(a, Tensor) and a.requires_grad for a in args)
-        if _op_timer is None:
+        # GPU arrays on a GPU other than the current one (cuda:1): run with that GPU current, since
+        # CuPy allocates and launches kernels on the current GPU. Never reached on the CPU.
+        guard = None if on_cpu else gpu_guard(tensors[0].array)
+        if guard is not None:
+            with guard:
+                out = _forward(fn, cls.__name__, raw, kwargs)
+        elif _op_timer is None:
             out = fn.forward(*raw, **kwargs)
         else:
-            out = _timed(_op_timer, cls.__name__, "forward", fn.forward, raw, kwargs)
+            out = _forward(fn, cls.__name__, raw, kwargs)
         if requires_grad and out.dtype.kind in "fc":  # integer results (casts) carry no gradient
             fn.inputs = tuple(a if isinstance(a, Tensor) else None for a in args)
             # The graph's edges: each input's grad_fn as it is NOW. An in-place op later gives the
@@ -167,6 +173,12 @@ class Function:
 
     def __repr__(self):
         return f"<{type(self).__name__}Backward>"
+
+
+def _forward(fn, name, raw, kwargs):
+    if _op_timer is None:
+        return fn.forward(*raw, **kwargs)
+    return _timed(_op_timer, name, "forward", fn.forward, raw, kwargs)
 
 
 def _timed(timer, name, phase, func, args, kwargs=None):
@@ -259,13 +271,24 @@ def _accumulate_leaf(t, g):
 
 def backward(root, gradient=None, retain_graph=False):
     """Backpropagate from ``root``: fill ``.grad`` of every leaf that requires a gradient."""
-    from minicnn.tensor import Tensor
 
     if not root.requires_grad:
         raise RuntimeError(
             "backward(): this tensor does not require grad and has no grad_fn. Create the inputs "
             "with requires_grad=True (and do not compute it under minicnn.no_grad())."
         )
+    # A graph on cuda:1 is differentiated with cuda:1 current (see Function.apply); never on the CPU.
+    guard = None if type(root.array) is np.ndarray else gpu_guard(root.array)
+    if guard is None:
+        _backward(root, gradient, retain_graph)
+    else:
+        with guard:
+            _backward(root, gradient, retain_graph)
+
+
+def _backward(root, gradient, retain_graph):
+    from minicnn.tensor import Tensor
+
     xp = root._xp
     if gradient is None:
         if root.array.size != 1:
@@ -308,10 +331,15 @@ def backward(root, gradient=None, retain_graph=False):
             _accumulate_leaf(target(), g)
         inputs = fn.inputs
         _check_versions(fn)
-        if _op_timer is None:
+        # a gradient that arrives on another GPU (behind a .to("cuda:1")): that GPU current
+        op_guard = None if type(g) is np.ndarray else gpu_guard(g)
+        if op_guard is not None:
+            with op_guard:
+                in_grads = _op_backward(fn, g)
+        elif _op_timer is None:
             in_grads = fn.backward(g)
         else:
-            in_grads = _timed(_op_timer, type(fn).__name__, "backward", fn.backward, (g,))
+            in_grads = _op_backward(fn, g)
         if not isinstance(in_grads, tuple):
             in_grads = (in_grads,)
         for t, input_fn, gi in zip(inputs, fn.input_fns, in_grads):
@@ -322,15 +350,31 @@ def backward(root, gradient=None, retain_graph=False):
                     f"internal error in {type(fn).__name__}.backward: gradient of shape "
                     f"{tuple(gi.shape)} for an input of shape {tuple(t.shape)}"
                 )
-            if input_fn is None:
-                _accumulate_leaf(t, gi)
+            in_guard = None if type(gi) is np.ndarray else gpu_guard(gi)  # .to() crosses GPUs
+            if in_guard is None:
+                _deliver(grads, t, input_fn, gi)
             else:
-                if gi.dtype != t.array.dtype:  # as PyTorch: a gradient has its tensor's dtype
-                    gi = gi.astype(t.array.dtype)
-                prev = grads.get(input_fn)
-                grads[input_fn] = gi if prev is None else prev + gi
+                with in_guard:
+                    _deliver(grads, t, input_fn, gi)
         if not retain_graph:
             fn.release()
+
+
+def _deliver(grads, t, input_fn, gi):
+    """Send ``gi`` to input ``t``: into its ``.grad`` (a leaf) or summed into what flows to its op."""
+    if input_fn is None:
+        _accumulate_leaf(t, gi)
+    else:
+        if gi.dtype != t.array.dtype:  # as PyTorch: a gradient has its tensor's dtype
+            gi = gi.astype(t.array.dtype)
+        prev = grads.get(input_fn)
+        grads[input_fn] = gi if prev is None else prev + gi
+
+
+def _op_backward(fn, g):
+    if _op_timer is None:
+        return fn.backward(g)
+    return _timed(_op_timer, type(fn).__name__, "backward", fn.backward, (g,))
 
 
 def retain_grad(t):

@@ -18,20 +18,42 @@ _CUPY_HELP = (
 
 _cupy = None
 _cupy_checked = False
+_cupy_error = None  # why CuPy cannot be used, as text (None: it can, or it was not asked yet)
+# Array types that count as GPU arrays besides CuPy's own: the test stand-in's (use_cupy_module).
+_extra_gpu_types = ()
+
+
+def _first_line(exc) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _import_cupy():
-    """Return the cupy module, or None when it is not installed or sees no GPU."""
-    global _cupy, _cupy_checked
+    """Return the cupy module, or None when it is not installed, is broken, or sees no GPU
+    (``cuda_unavailable_reason()`` then says which, with the exception's text)."""
+    global _cupy, _cupy_checked, _cupy_error
     if not _cupy_checked:
         _cupy_checked = True
         try:
             import cupy
-
-            if cupy.cuda.runtime.getDeviceCount() > 0:
-                _cupy = cupy
-        except Exception:  # ImportError, or a CUDA driver/runtime error
-            _cupy = None
+        except ImportError as e:
+            if e.name == "cupy":  # the package itself is missing
+                _cupy_error = "CuPy is not installed"
+            else:  # it is there but cannot load (a wheel for another CUDA version, a missing library)
+                _cupy_error = f"CuPy is installed but failed: {_first_line(e)}"
+            return None
+        except Exception as e:  # e.g. a CUDA error raised while cupy initialises
+            _cupy_error = f"CuPy is installed but failed: {_first_line(e)}"
+            return None
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as e:  # an old driver, no driver, no device: CUDARuntimeError
+            _cupy_error = f"CuPy is installed but failed: {_first_line(e)}"
+            return None
+        if count > 0:
+            _cupy, _cupy_error = cupy, None
+        else:
+            _cupy_error = "CuPy is installed but sees no GPU (cupy.cuda.runtime.getDeviceCount() is 0)"
     return _cupy
 
 
@@ -40,16 +62,65 @@ def cuda_available() -> bool:
     return _import_cupy() is not None
 
 
+def cuda_unavailable_reason():
+    """Why device 'cuda' cannot be used, as one line ("CuPy is not installed", "CuPy is installed but
+    failed: CUDARuntimeError: ..."); None when it can."""
+    return None if _import_cupy() is not None else _cupy_error
+
+
 def cupy_module():
     """The cupy module; raises a RuntimeError that explains how to get it."""
     cp = _import_cupy()
     if cp is None:
-        raise RuntimeError(_CUPY_HELP + " (CuPy is not installed, or it found no GPU.)")
+        raise RuntimeError(f"{_CUPY_HELP} ({_cupy_error}.)")
     return cp
 
 
+def use_cupy_module(module, array_type):
+    """Test hook: make ``module`` minicnn's CuPy and ``array_type`` its GPU array type, e.g. the
+    NumPy-backed stand-in of ``parity_tests/cupy_standin.py``, so the GPU code path runs without a GPU.
+
+    Returns a function that puts everything back (the real CuPy, or its absence). The GPU random
+    generators made under the previous module are dropped on both switches.
+    """
+    global _cupy, _cupy_checked, _cupy_error, _extra_gpu_types
+    saved = (_cupy, _cupy_checked, _cupy_error, _extra_gpu_types)
+    _cupy, _cupy_checked, _cupy_error = module, True, None
+    _extra_gpu_types = (*_extra_gpu_types, array_type)
+    _forget_gpu_generators()
+
+    def restore():
+        global _cupy, _cupy_checked, _cupy_error, _extra_gpu_types
+        _cupy, _cupy_checked, _cupy_error, _extra_gpu_types = saved
+        _forget_gpu_generators()
+
+    return restore
+
+
+def _forget_gpu_generators():
+    from minicnn import random as _random
+
+    _random._forget_cuda_generators()
+
+
 def is_cupy_array(a) -> bool:
-    return type(a).__module__.split(".")[0] == "cupy"
+    """True for a CuPy array (or the test stand-in's); False for NumPy arrays and everything else."""
+    t = type(a)
+    if t is np.ndarray:
+        return False
+    return t in _extra_gpu_types or t.__module__.split(".")[0] == "cupy"
+
+
+def is_foreign_gpu_array(a) -> bool:
+    """True for a GPU array of another library (a PyTorch CUDA tensor, a Numba device array: anything
+    with ``__cuda_array_interface__``) that is not a CuPy array."""
+    return type(a) is not np.ndarray and not is_cupy_array(a) and hasattr(a, "__cuda_array_interface__")
+
+
+def from_foreign_gpu_array(a):
+    """A CuPy array sharing the memory of another library's GPU array (``cupy.asarray``: no copy; it
+    lives on the GPU that holds the memory)."""
+    return cupy_module().asarray(a)
 
 
 def get_array_module(*arrays):
@@ -118,9 +189,46 @@ def device_of(array) -> Device:
     return CPU
 
 
+def gpu_guard(array):
+    """For a GPU array on a GPU other than the current one: a context manager (``cupy.cuda.Device``)
+    that makes its GPU current; None otherwise. CuPy allocates and launches kernels on the current
+    GPU, so work on a ``cuda:1`` tensor must run inside it (``Function.apply``, ``backward``)."""
+    if not is_cupy_array(array):
+        return None
+    cp = cupy_module()
+    index = array.device.id
+    if index == cp.cuda.runtime.getDevice():
+        return None
+    return cp.cuda.Device(index)
+
+
+class on_device:
+    """``with on_device(device):`` new GPU arrays and kernels go to ``device`` (``"cuda:1"``); a no-op
+    for the CPU. Creation functions use it: CuPy allocates on the current GPU."""
+
+    __slots__ = ("ctx",)
+
+    def __init__(self, device):
+        device = Device(device)
+        self.ctx = None if device.type == "cpu" else device.xp.cuda.Device(device.index)
+
+    def __enter__(self):
+        if self.ctx is not None:
+            self.ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.ctx is not None:
+            return self.ctx.__exit__(*exc)
+        return False
+
+
 def to_device(array, device):
-    """Copy ``array`` to ``device`` (no copy when it is already there)."""
+    """Copy ``array`` to ``device`` (no copy when it is already there). Arrays of other GPU libraries
+    (``__cuda_array_interface__``) are taken through CuPy without a trip through the host."""
     device = Device(device)
+    if is_foreign_gpu_array(array):
+        array = from_foreign_gpu_array(array)
     if device.type == "cpu":
         return array.get() if is_cupy_array(array) else array
     cp = cupy_module()
@@ -130,19 +238,21 @@ def to_device(array, device):
         )
     if is_cupy_array(array) and array.device.id == device.index:
         return array
-    with cp.cuda.Device(device.index):
+    with cp.cuda.Device(device.index):  # allocate there; CuPy copies across GPUs itself
         return cp.asarray(array)
 
 
 def to_numpy(array) -> np.ndarray:
     """A host (NumPy) copy or view of an array from any device."""
+    if is_foreign_gpu_array(array):
+        array = from_foreign_gpu_array(array)
     return array.get() if is_cupy_array(array) else np.asarray(array)
 
 
 def scatter_add(target, index, values):
     """``target[index] += values`` with repeated indices summed (unbuffered)."""
     if is_cupy_array(target):
-        import cupyx
+        import cupyx  # the test stand-in puts its own in sys.modules while it is installed
 
         cupyx.scatter_add(target, index, values)
     else:

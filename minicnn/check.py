@@ -113,7 +113,7 @@ def main(argv=None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exit_:  # --help, or argparse's own usage error (it has printed it)
         return int(exit_.code or 0)
-    from minicnn.backend import Device, cuda_available
+    from minicnn.backend import Device, cuda_available, cuda_unavailable_reason
     from minicnn.testing.catalogue import CATALOGUE, GROUPS
 
     if args.list:
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
         return 2
     if device.type == "cuda" and not cuda_available():
         print(
-            "minicnn.check: no CUDA device: CuPy is not installed or sees no GPU (install the CuPy wheel for "
+            f"minicnn.check: no CUDA device: {cuda_unavailable_reason()} (install the CuPy wheel for "
             "your CUDA version, e.g. `pip install cupy-cuda12x`; `nvidia-smi` shows it)",
             file=sys.stderr,
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from minicnn import random as _random
-from minicnn.backend import Device
+from minicnn.backend import Device, from_foreign_gpu_array, is_cupy_array, is_foreign_gpu_array, on_device
 from minicnn.dtypes import default_float, np_dtype
 from minicnn.ops.basic import check_size
 from minicnn.tensor import Tensor
@@ -36,6 +36,8 @@ def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
     """A new tensor from Python data, a NumPy/CuPy array or another tensor (always a copy)."""
     if isinstance(data, Tensor):
         data = data.array
+    elif is_foreign_gpu_array(data):  # viewed through CuPy, then copied below
+        data = from_foreign_gpu_array(data)
     t = Tensor(data, dtype=dtype, device=device)
     if t.array is data:
         t.array = t.array.copy()
@@ -43,18 +45,30 @@ def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
 
 
 def from_numpy(array: np.ndarray) -> Tensor:
-    """A tensor that shares memory with a NumPy array (no copy, dtype kept)."""
-    return Tensor._make(np.asarray(array))
+    """A tensor that shares memory with a NumPy array (no copy, dtype kept). A CuPy array, or another
+    library's GPU array (``__cuda_array_interface__``: a PyTorch CUDA tensor, a Numba device array),
+    is shared the same way, through CuPy, and the tensor lives on its GPU."""
+    if is_foreign_gpu_array(array):
+        array = from_foreign_gpu_array(array)
+    if not (isinstance(array, np.ndarray) or is_cupy_array(array)):
+        raise TypeError(f"from_numpy: expected a NumPy array, got {type(array).__name__}")
+    if array.dtype.kind not in "biufc":
+        raise TypeError(
+            f"from_numpy: an array of dtype {array.dtype} cannot be a tensor: it must hold numbers"
+        )
+    return Tensor._make(array)
 
 
 def zeros(*size, dtype=None, device="cpu", requires_grad=False) -> Tensor:
     shape = _shape_args(size, "zeros")
-    return _finish(Device(device).xp.zeros(shape, dtype=_float_dtype(dtype)), requires_grad)
+    with on_device(device):
+        return _finish(Device(device).xp.zeros(shape, dtype=_float_dtype(dtype)), requires_grad)
 
 
 def ones(*size, dtype=None, device="cpu", requires_grad=False) -> Tensor:
     shape = _shape_args(size, "ones")
-    return _finish(Device(device).xp.ones(shape, dtype=_float_dtype(dtype)), requires_grad)
+    with on_device(device):
+        return _finish(Device(device).xp.ones(shape, dtype=_float_dtype(dtype)), requires_grad)
 
 
 def full(size, fill_value, dtype=None, device="cpu", requires_grad=False) -> Tensor:
@@ -64,12 +78,14 @@ def full(size, fill_value, dtype=None, device="cpu", requires_grad=False) -> Ten
     elif dtype is None and isinstance(fill_value, (int, np.integer)):
         dtype = np.int64
     shape = _shape_args((size,) if isinstance(size, (tuple, list)) else (size,), "full")
-    return _finish(Device(device).xp.full(shape, fill_value, dtype=_float_dtype(dtype)), requires_grad)
+    with on_device(device):
+        return _finish(Device(device).xp.full(shape, fill_value, dtype=_float_dtype(dtype)), requires_grad)
 
 
 def empty(*size, dtype=None, device="cpu", requires_grad=False) -> Tensor:
     shape = _shape_args(size, "empty")
-    return _finish(Device(device).xp.empty(shape, dtype=_float_dtype(dtype)), requires_grad)
+    with on_device(device):
+        return _finish(Device(device).xp.empty(shape, dtype=_float_dtype(dtype)), requires_grad)
 
 
 def zeros_like(t: Tensor, dtype=None, device=None, requires_grad=False) -> Tensor:
@@ -85,8 +101,11 @@ def empty_like(t: Tensor, dtype=None, device=None, requires_grad=False) -> Tenso
 
 
 def full_like(t: Tensor, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
-    xp = Device(device).xp if device is not None else t._xp
-    arr = xp.full(t.array.shape, fill_value, dtype=np_dtype(dtype) if dtype is not None else t.array.dtype)
+    device = t.device if device is None else Device(device)
+    with on_device(device):
+        arr = device.xp.full(
+            t.array.shape, fill_value, dtype=np_dtype(dtype) if dtype is not None else t.array.dtype
+        )
     return _finish(arr, requires_grad)
 
 
@@ -99,8 +118,11 @@ def randn_like(t: Tensor, dtype=None, device=None, requires_grad=False) -> Tenso
 
 
 def _like(t, kind, dtype, device, requires_grad):
-    xp = Device(device).xp if device is not None else t._xp
-    arr = getattr(xp, kind)(t.array.shape, dtype=np_dtype(dtype) if dtype is not None else t.array.dtype)
+    device = t.device if device is None else Device(device)
+    with on_device(device):
+        arr = getattr(device.xp, kind)(
+            t.array.shape, dtype=np_dtype(dtype) if dtype is not None else t.array.dtype
+        )
     return _finish(arr, requires_grad)
 
 
@@ -143,17 +165,22 @@ def arange(start, end=None, step=1, dtype=None, device="cpu", requires_grad=Fals
     if dtype is None:
         is_int = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
         dtype = np.int64 if is_int else default_float()
-    return _finish(Device(device).xp.arange(start, end, step, dtype=np_dtype(dtype)), requires_grad)
+    with on_device(device):
+        return _finish(Device(device).xp.arange(start, end, step, dtype=np_dtype(dtype)), requires_grad)
 
 
 def linspace(start, end, steps, dtype=None, device="cpu", requires_grad=False) -> Tensor:
     steps = check_size(steps, "steps", "linspace")
     if steps < 0:
         raise RuntimeError(f"linspace(): number of steps must be non-negative, got {steps}")
-    return _finish(Device(device).xp.linspace(start, end, steps, dtype=_float_dtype(dtype)), requires_grad)
+    with on_device(device):
+        return _finish(
+            Device(device).xp.linspace(start, end, steps, dtype=_float_dtype(dtype)), requires_grad
+        )
 
 
 def eye(n, m=None, dtype=None, device="cpu", requires_grad=False) -> Tensor:
     n = check_size(n, "n", "eye")
     m = None if m is None else check_size(m, "m", "eye")
-    return _finish(Device(device).xp.eye(n, m, dtype=_float_dtype(dtype)), requires_grad)
+    with on_device(device):
+        return _finish(Device(device).xp.eye(n, m, dtype=_float_dtype(dtype)), requires_grad)

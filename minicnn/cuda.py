@@ -3,18 +3,34 @@
 minicnn runs on a GPU through CuPy (``pip install cupy-cuda12x`` or ``cupy-cuda13x``); these
 functions answer from CuPy and never fail when it is missing: ``is_available()`` is then False
 and ``device_count()`` 0, so ``device = "cuda" if minicnn.cuda.is_available() else "cpu"`` works
-on any machine.
+on any machine. ``unavailable_reason()`` says why there is no GPU (CuPy missing, or installed but
+failing, with the error). Tensors on ``cuda:1`` need no ``set_device``: every op runs with its
+tensors' GPU current (docs/gpu.md).
 """
 
 from __future__ import annotations
 
 from minicnn import random as _random
-from minicnn.backend import _import_cupy, cuda_available
+from minicnn.backend import _import_cupy, cuda_available, cuda_unavailable_reason, on_device
 
 
 def is_available() -> bool:
     """True when CuPy is installed and sees at least one GPU."""
     return cuda_available()
+
+
+def unavailable_reason():
+    """Why there is no usable GPU, as one line (None when there is one)."""
+    return cuda_unavailable_reason()
+
+
+class device(on_device):
+    """``with minicnn.cuda.device(1):`` makes GPU 1 current inside the block (``torch.cuda.device``)."""
+
+    __slots__ = ()
+
+    def __init__(self, index):
+        super().__init__(index if not isinstance(index, int) else f"cuda:{index}")
 
 
 def device_count() -> int:
@@ -54,10 +70,14 @@ manual_seed_all = manual_seed
 
 
 def synchronize(device=None) -> None:
-    """Wait until the GPU has finished its queued work (a no-op without a GPU)."""
+    """Wait until the GPU (the current one, or ``device``) has finished its queued work (a no-op
+    without a GPU)."""
+    from minicnn.backend import Device
+
     cp = _import_cupy()
     if cp is not None:
-        cp.cuda.Device().synchronize()
+        index = None if device is None else (device if isinstance(device, int) else Device(device).index)
+        cp.cuda.Device(index).synchronize()
 
 
 def empty_cache() -> None:

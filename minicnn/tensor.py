@@ -22,10 +22,12 @@ import numpy as np
 from minicnn import autograd
 from minicnn.backend import (
     Device,
-    cupy_module,
     device_of,
+    from_foreign_gpu_array,
     get_array_module,
+    gpu_guard,
     is_cupy_array,
+    is_foreign_gpu_array,
     to_device,
     to_numpy,
 )
@@ -81,8 +83,8 @@ def _as_array(data, dtype=None, device=None):
         arr = data.array
     elif isinstance(data, np.ndarray) or is_cupy_array(data):
         arr = data
-    elif hasattr(data, "__cuda_array_interface__"):
-        arr = cupy_module().asarray(data)
+    elif is_foreign_gpu_array(data):
+        arr = from_foreign_gpu_array(data)
     elif type(data).__module__.startswith("torch"):
         t = data.detach()
         if str(t.dtype) == "torch.bfloat16":  # NumPy has no bfloat16: upcast, exactly
@@ -335,17 +337,17 @@ class Tensor:
         return Tensor(data, dtype=dtype, device=self.device)
 
     def new_zeros(self, *size, dtype=None):
-        return Tensor._make(self._xp.zeros(_size_args(size), dtype=np_dtype(dtype or self.dtype)))
+        return _raw_call(self, self._xp.zeros, _size_args(size), dtype=np_dtype(dtype or self.dtype))
 
     def new_ones(self, *size, dtype=None):
-        return Tensor._make(self._xp.ones(_size_args(size), dtype=np_dtype(dtype or self.dtype)))
+        return _raw_call(self, self._xp.ones, _size_args(size), dtype=np_dtype(dtype or self.dtype))
 
     def new_full(self, size, fill_value, dtype=None):
         shape = _size_args((size,))
-        return Tensor._make(self._xp.full(shape, fill_value, dtype=np_dtype(dtype or self.dtype)))
+        return _raw_call(self, self._xp.full, shape, fill_value, dtype=np_dtype(dtype or self.dtype))
 
     def new_empty(self, *size, dtype=None):
-        return Tensor._make(self._xp.empty(_size_args(size), dtype=np_dtype(dtype or self.dtype)))
+        return _raw_call(self, self._xp.empty, _size_args(size), dtype=np_dtype(dtype or self.dtype))
 
     # ----------------------------------------------------------------- printing
     def __repr__(self):
@@ -505,7 +507,7 @@ class Tensor:
     def __invert__(self):
         if self.array.dtype.kind not in "biu":
             raise TypeError(f"~ (bitwise not) is only for bool and integer tensors, got {self.dtype}")
-        return Tensor._make(self._xp.invert(self.array))
+        return _raw_call(self, self._xp.invert, self.array)
 
     __hash__ = object.__hash__
 
@@ -529,25 +531,27 @@ class Tensor:
 
     def equal(self, other) -> bool:
         """True when both tensors have the same shape and the same values (``torch.equal``)."""
-        return self.shape == other.shape and bool(self._xp.array_equal(self.array, _raw(other)))
+        if self.shape != other.shape:
+            return False
+        return bool(_raw_call(self, self._xp.array_equal, self.array, _raw(other)))
 
     def logical_not(self):
-        return Tensor._make(self._xp.logical_not(self.array))
+        return _raw_call(self, self._xp.logical_not, self.array)
 
     def any(self, dim=None, keepdim=False):
-        return Tensor._make(self.array.any(axis=dim, keepdims=keepdim))
+        return _raw_call(self, self.array.any, axis=dim, keepdims=keepdim)
 
     def all(self, dim=None, keepdim=False):
-        return Tensor._make(self.array.all(axis=dim, keepdims=keepdim))
+        return _raw_call(self, self.array.all, axis=dim, keepdims=keepdim)
 
     def isfinite(self):
-        return Tensor._make(self._xp.isfinite(self.array))
+        return _raw_call(self, self._xp.isfinite, self.array)
 
     def isnan(self):
-        return Tensor._make(self._xp.isnan(self.array))
+        return _raw_call(self, self._xp.isnan, self.array)
 
     def isinf(self):
-        return Tensor._make(self._xp.isinf(self.array))
+        return _raw_call(self, self._xp.isinf, self.array)
 
     # ----------------------------------------------------------------- methods mirroring ops
     def add(self, other, alpha=1):
@@ -771,6 +775,18 @@ _TYPE_NAMES = {
 }
 
 
+def _raw_call(like, func, *args, **kwargs):
+    """``Tensor(func(*args))`` for a raw NumPy/CuPy call made outside ``Function.apply`` (comparisons,
+    new_zeros...), with ``like``'s GPU current when it lives on another one than the current GPU."""
+    guard = None if type(like.array) is np.ndarray else gpu_guard(like.array)
+    if guard is None:
+        out = func(*args, **kwargs)
+    else:
+        with guard:
+            out = func(*args, **kwargs)
+    return out if isinstance(out, (bool, np.bool_)) else Tensor._make(out)
+
+
 def _size_args(size):
     if len(size) == 1 and isinstance(size[0], (tuple, list)):
         size = tuple(size[0])
@@ -838,9 +854,7 @@ def _no_grad_binary(ufunc, a, b):
                 raise TypeError(f"&, | and ^ are for bool and integer tensors, got {kind!r} data")
     else:
         a, b = _promoted(a, b)
-    xp = like._xp
-    name = ufunc.__name__
-    return Tensor._make(getattr(xp, name)(_raw(a), _raw(b)))
+    return _raw_call(like, getattr(like._xp, ufunc.__name__), _raw(a), _raw(b))
 
 
 from minicnn import _inplace  # noqa: E402  (needs Tensor)

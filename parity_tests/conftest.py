@@ -2,6 +2,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from minicnn import kernels
+from parity_tests import cupy_standin
 from parity_tests.harness import DEVICES
 
 # Deterministic examples so CI is reproducible; no per-example deadline (first calls import torch).
@@ -17,10 +18,21 @@ settings.load_profile("minicnn")
 TIERS = ["textbook", "kernels"]
 
 
+def pytest_report_header(config):
+    return cupy_standin.describe_cuda_parameter()
+
+
 @pytest.fixture(params=DEVICES)
 def device(request):
-    """Every parity test runs on 'cpu', and on 'cuda' when CuPy sees a GPU (skipped visibly otherwise)."""
-    return request.param
+    """Every parity test runs on 'cpu' and on 'cuda'. 'cuda' is the real GPU when CuPy sees one;
+    without one it is the CuPy stand-in on NumPy (parity_tests/cupy_standin.py), installed for the
+    test, so CI runs minicnn's GPU code path and catches what CuPy refuses. With MINICNN_REQUIRE_CUDA=1
+    and no usable GPU, the cuda tests fail and say why (the GPU machine's setting)."""
+    if request.param == "cuda":
+        with cupy_standin.cuda_for_tests():
+            yield request.param
+    else:
+        yield request.param
 
 
 @pytest.fixture(params=TIERS, autouse=True)

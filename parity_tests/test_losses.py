@@ -228,14 +228,16 @@ def test_loss_errors(device):
     def ints(*values):
         return mc.tensor(np.array(values), device=device)
 
-    with pytest.raises(
-        ValueError, match=r"cross_entropy: target contains class index 5, but the input has 4 classes"
-    ):
-        F.cross_entropy(x, ints(0, 5, 1))
-    with pytest.raises(ValueError, match=r"valid indices are 0..3 \(or ignore_index=-100\)"):
-        F.cross_entropy(x, ints(0, -1, 1))
-    with pytest.raises(ValueError, match="nll_loss: target contains class index 4"):
-        F.nll_loss(x, ints(4, 0, 0))
+    if device == "cpu":  # on a GPU this check would be a host round trip every step: the DataLoader
+        # checks the labels once, on the host, instead (docs/gpu.md); the shape checks below stay
+        with pytest.raises(
+            ValueError, match=r"cross_entropy: target contains class index 5, but the input has 4 classes"
+        ):
+            F.cross_entropy(x, ints(0, 5, 1))
+        with pytest.raises(ValueError, match=r"valid indices are 0..3 \(or ignore_index=-100\)"):
+            F.cross_entropy(x, ints(0, -1, 1))
+        with pytest.raises(ValueError, match="nll_loss: target contains class index 4"):
+            F.nll_loss(x, ints(4, 0, 0))
     with pytest.raises(ValueError, match=r"class-index target must have shape \(3,\), got \(2,\)"):
         F.cross_entropy(x, ints(0, 1))
     with pytest.raises(ValueError, match=r"class-index target must have shape \(2, 5\), got \(2, 4\)"):

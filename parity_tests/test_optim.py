@@ -469,21 +469,24 @@ def test_add_param_group_fills_defaults(device):
 
 
 def test_params_on_two_devices_are_refused(device, monkeypatch):
-    """Without a GPU, pretend one parameter lives on cuda:0 by patching the device lookup of the optimizer."""
+    """Pretend the second parameter lives on another device than the first (cuda:0 when the first is on
+    the CPU, cuda:1 when it is on cuda:0) by patching the device lookup of the optimizer."""
     a = mc.tensor(np.ones((3, 4)), device=device, requires_grad=True)
     b = mc.tensor(np.ones(7), device=device, requires_grad=True)
+    other = "cuda:1" if a.device == "cuda:0" else "cuda:0"
     opt = optim.SGD([a, b], lr=0.1)
     a.grad, b.grad = mc.zeros_like(a), mc.zeros_like(b)
     real_device_of = optimizer_module.device_of
     monkeypatch.setattr(
         optimizer_module,
         "device_of",
-        lambda arr: mc.device("cuda:0") if arr is b.array else real_device_of(arr),
+        lambda arr: mc.device(other) if arr is b.array else real_device_of(arr),
     )
     with pytest.raises(RuntimeError) as info:
         opt.step()
     message = str(info.value)
-    assert "different devices" in message and "cuda:0" in message and str(a.device) in message
+    assert str(a.device) != other
+    assert "different devices" in message and other in message and str(a.device) in message
     assert "(3, 4)" in message and "(7,)" in message
     assert "model.to(device) before creating the optimizer" in message
     b.grad = None  # only parameters that have a gradient take part in the step

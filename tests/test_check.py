@@ -94,7 +94,9 @@ def test_cuda_without_a_gpu_is_one_line_and_exit_2():
     assert result.returncode == 2
     assert result.stdout == "" and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1
-    assert result.stderr.startswith("minicnn.check: no CUDA device: CuPy is not installed or sees no GPU")
+    # the reason names what failed: "CuPy is not installed", or "CuPy is installed but failed: <error>"
+    assert result.stderr.startswith("minicnn.check: no CUDA device: CuPy is ")
+    assert "pip install cupy-cuda12x" in result.stderr
 
 
 def test_without_torch_is_one_line_and_exit_2():

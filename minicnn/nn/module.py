@@ -21,7 +21,14 @@ from itertools import count
 
 import numpy as np
 
-from minicnn.backend import Device, device_of, is_cupy_array, to_device
+from minicnn.backend import (
+    Device,
+    device_of,
+    from_foreign_gpu_array,
+    is_cupy_array,
+    is_foreign_gpu_array,
+    to_device,
+)
 from minicnn.nn.parameter import Parameter
 from minicnn.tensor import Tensor
 
@@ -69,11 +76,13 @@ def _raw_array(value, key):
         return value.array
     if isinstance(value, np.ndarray) or is_cupy_array(value):
         return value
+    if is_foreign_gpu_array(value):  # a PyTorch CUDA tensor, a Numba device array: through CuPy, no host trip
+        return from_foreign_gpu_array(value)
     if type(value).__module__.startswith("torch"):
         return value.detach().cpu().numpy()
     raise TypeError(
         f"load_state_dict: the value for {key!r} is a {type(value).__name__}; expected a minicnn Tensor, "
-        "a NumPy array or a torch tensor"
+        "a NumPy or CuPy array, a torch tensor or another GPU array (__cuda_array_interface__)"
     )
 
 

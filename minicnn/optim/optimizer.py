@@ -13,12 +13,13 @@ optimizer built over the same parameters in the same order, and training resumes
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import numbers
 from collections import defaultdict
 
 from minicnn.autograd import enable_grad, no_grad
-from minicnn.backend import device_of, to_device
+from minicnn.backend import device_of, gpu_guard, to_device
 from minicnn.tensor import Tensor
 
 
@@ -134,8 +135,9 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         self._opt_called = True  # lets a learning-rate scheduler warn when it is stepped first
-        self._check_same_device()
-        with no_grad():
+        some_array = self._check_same_device()
+        # the parameters' GPU must be current for the raw CuPy updates (cuda:1...): backend.gpu_guard
+        with no_grad(), (gpu_guard(some_array) or contextlib.nullcontext()):
             for group in self.param_groups:
                 for p in group["params"]:
                     if p.grad is not None:
@@ -147,11 +149,15 @@ class Optimizer:
         """Change ``p.array`` in place from ``grad`` (never modify ``grad``); options come from ``group``."""
         raise NotImplementedError(f"{type(self).__name__} must implement _update")
 
-    def _check_same_device(self) -> None:
+    def _check_same_device(self):
+        """Refuse parameters on several devices; return the array of one parameter that has a
+        gradient (None if none has)."""
         shapes_by_device: dict = {}
+        some_array = None
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
+                    some_array = p.array
                     shapes_by_device.setdefault(str(device_of(p.array)), []).append(tuple(p.array.shape))
         if len(shapes_by_device) > 1:
             found = "; ".join(
@@ -161,6 +167,7 @@ class Optimizer:
                 f"{type(self).__name__}.step(): the parameters are on different devices ({found}). "
                 "All parameters must live on one device: call model.to(device) before creating the optimizer."
             )
+        return some_array
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
