@@ -1,1 +1,2 @@
 """Imports every kernel module, so each registers its twins (``minicnn.kernels.twin``)."""
+from minicnn.kernels import conv, pooling  # noqa: F401
