@@ -58,9 +58,16 @@ def pool_args(op, kernel_size, stride, padding, dilation):
     return (kh, kw), stride, (ph, pw), dilation
 
 
-def adaptive_output_size(op, output_size, H=1, W=1):
+def adaptive_output_size(op, output_size, x_shape=None):
     """The (OH, OW) of adaptive pooling: an int, or a pair of ints or None (None keeps the input's
-    size H or W; a layer, which has no input yet, checks the rest)."""
+    H or W). A layer, which has no input yet, passes no ``x_shape``: the rest is checked."""
+    H, W = 1, 1
+    if x_shape is not None:
+        if len(x_shape) != 4:
+            raise ValueError(
+                f"{op}: expected input of shape (N, C, H, W) (4 dimensions), got shape {tuple(x_shape)}"
+            )
+        H, W = int(x_shape[2]), int(x_shape[3])
     if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
         output_size = (H if output_size[0] is None else output_size[0],
                        W if output_size[1] is None else output_size[1])  # fmt: skip

@@ -1,13 +1,11 @@
 """2-D max and average pooling (fixed and adaptive windows), with their backward passes.
 
-The textbook tier: whole-array code on ``xp`` (NumPy or CuPy), exactly the math that
-``docs/backprop/pooling.md`` derives. Output pixel (oh, ow) reads the padded input at rows
-``oh*sh + i*dh`` and columns ``ow*sw + j*dw``. For one kernel offset (i, j) these positions form
-one strided slice of the padded input with the shape of the output, so both passes loop over the
-KH*KW offsets, never over pixels: forward combines the slices (running max, sum), backward adds
-the gradient back into the same slices (the slices' adjoint, as col2im). Sizes and argument
-checks: ``PoolGeometry`` (ops/_geometry.py). On NumPy arrays the compiled twins in
-``minicnn/kernels/pooling.py`` run instead (docs/kernels.md).
+The textbook tier: whole-array code on ``xp`` (NumPy or CuPy), the math of docs/backprop/pooling.md.
+For one kernel offset (i, j), the pixels that the windows read form one strided slice of the padded
+input, with the output's shape (``window``). So both passes loop over the KH*KW offsets, never over
+pixels: forward combines the slices (running max, sum), backward adds the gradient back into them
+(their adjoint, as col2im). Sizes and checks: ``PoolGeometry`` (ops/_geometry.py). On NumPy arrays
+the compiled twins of minicnn/kernels/pooling.py run instead (docs/kernels.md).
 """
 
 from __future__ import annotations
@@ -24,13 +22,11 @@ def window(a, g, i, j):
 
 
 def pad(x, g, value):
-    """x inside a (N, C, Hp, Wp) array of ``value``: padding at the top/left, and at the bottom/right
-    as far as the windows reach (ceil_mode windows may hang past the padding)."""
-    xp = get_array_module(x)
+    """x padded with ``value`` to (N, C, Hp, Wp): at the top/left, and at the bottom/right as far as
+    the windows reach (ceil_mode windows may hang past the padding)."""
     (ph, pw) = g.padding
-    xpad = xp.full((g.N, g.C, g.Hp, g.Wp), value, dtype=x.dtype)
-    xpad[:, :, ph : ph + g.H, pw : pw + g.W] = x
-    return xpad
+    widths = ((0, 0), (0, 0), (ph, g.Hp - g.H - ph), (pw, g.Wp - g.W - pw))
+    return get_array_module(x).pad(x, widths, constant_values=value)
 
 
 def crop(dxpad, g):
@@ -107,10 +103,8 @@ class MaxPool2d(Function):
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
-    """Max pooling over an (N, C, H, W) input, as ``torch.nn.functional.max_pool2d``.
-
-    With ``return_indices=True`` also returns the int64 flat index (into H*W) of each maximum.
-    """
+    """Max pooling over an (N, C, H, W) input, as ``torch.nn.functional.max_pool2d``; with
+    ``return_indices=True`` also the int64 flat index (into H*W) of each maximum."""
     from minicnn.tensor import Tensor
 
     holder = [] if return_indices else None
@@ -175,9 +169,8 @@ class AvgPool2d(Function):
         return avg_pool2d_backward(grad_output, self.g, self.div)
 
 
-def avg_pool2d(
-    input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
-):
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):  # fmt: skip
     """Average pooling over an (N, C, H, W) input, as ``torch.nn.functional.avg_pool2d``."""
     return AvgPool2d.apply(input, kernel_size=kernel_size, stride=stride, padding=padding,
                            ceil_mode=ceil_mode, count_include_pad=count_include_pad,
@@ -205,19 +198,13 @@ class AdaptiveAvgPool2d(Function):
     saved_inputs = ()  # backward needs only the sizes and the averaging matrices
 
     def forward(self, x, output_size):
-        if x.ndim != 4:
-            raise ValueError(
-                f"adaptive_avg_pool2d: expected input of shape (N, C, H, W) (4 dimensions), "
-                f"got shape {tuple(x.shape)}"
-            )
-        N, C, H, W = x.shape
-        OH, OW = adaptive_output_size("adaptive_avg_pool2d", output_size, H, W)  # None keeps H or W
+        OH, OW = adaptive_output_size("adaptive_avg_pool2d", output_size, x.shape)
         xp = get_array_module(x)
         self.shape, self.out = x.shape, (OH, OW)
         if (OH, OW) == (1, 1):
             return x.mean(axis=(2, 3), keepdims=True)
-        self.ah = adaptive_matrix(H, OH, xp, x.dtype)
-        self.aw = adaptive_matrix(W, OW, xp, x.dtype)
+        self.ah = adaptive_matrix(x.shape[2], OH, xp, x.dtype)
+        self.aw = adaptive_matrix(x.shape[3], OW, xp, x.dtype)
         return self.ah @ x @ self.aw.T
 
     def backward(self, grad_output):
