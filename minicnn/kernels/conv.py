@@ -88,7 +88,7 @@ class _Columns(threading.local):
 
 
 columns = _Columns()
-REUSE_COLUMNS = True
+REUSE_COLUMNS = True  # False: a fresh array per call instead (to measure what the buffer saves)
 
 
 def im2col(x, g):
