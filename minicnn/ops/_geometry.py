@@ -37,7 +37,7 @@ def window_args(op, kernel_size, stride, padding, dilation):
     ph, pw = _pair(padding, "padding", op)
     dh, dw = _pair(dilation, "dilation", op)
     if kh < 1 or kw < 1:
-        raise ValueError(f"{op}: kernel_size should be greater than zero, got {kernel_size!r}")
+        raise ValueError(f"{op}: kernel_size must be positive, got {kernel_size!r}")
     if sh < 1 or sw < 1:
         raise ValueError(f"{op}: stride must be positive, got {stride!r}")
     if dh < 1 or dw < 1:
