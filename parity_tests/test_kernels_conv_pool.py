@@ -262,3 +262,22 @@ def test_max_pool2d_kernels_equal_textbook_model_shapes(shape):
     )
     for a, b in zip(k_out + k_grads, t_out + t_grads):
         np.testing.assert_array_equal(a, b)
+
+
+def test_float16_runs_the_textbook_code_in_the_kernels_tier():
+    """The loops are compiled for float32 and float64; a float16 op in the kernels tier takes the
+    textbook's code (its twin calls super()) and gives the textbook's results."""
+    rng = rng_for("kernels-float16")
+    x = rng.standard_normal((2, 3, 7, 6)).astype(np.float16)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float16)
+    results = []
+    for on in (False, True):
+        with kernels.use_kernels(on):
+            tx, tw = mc.tensor(x, requires_grad=True), mc.tensor(w, requires_grad=True)
+            y = F.conv2d(tx, tw, padding=1)
+            z = F.max_pool2d(y, 2) + F.avg_pool2d(y, 2)
+            z.sum().backward()
+            results.append([z.numpy(), tx.grad.numpy(), tw.grad.numpy()])
+    for a, b in zip(*results):
+        assert a.dtype == np.float16
+        np.testing.assert_array_equal(a, b)

@@ -87,6 +87,7 @@ class _Columns(threading.local):
         self.buffer = None
 
 
+LOOP_DTYPES = (np.float32, np.float64)  # the dtypes the loops are compiled for
 columns = _Columns()
 REUSE_COLUMNS = True  # False: a fresh array per call instead (to measure what the buffer saves)
 
@@ -112,6 +113,9 @@ class Conv2d(textbook.Conv2d):
     """``ops.conv.Conv2d`` with compiled im2col and col2im; the same GEMMs."""
 
     def forward(self, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        self.loops = x.dtype in LOOP_DTYPES
+        if not self.loops:  # (float16: no compiled loops; the textbook's code)
+            return super().forward(x, weight, bias, stride, padding, dilation, groups)
         textbook.check_dtypes(x, weight, bias)
         g = ConvGeometry(x.shape, weight.shape, None if bias is None else bias.shape,
                          stride, padding, dilation, groups)  # fmt: skip
@@ -125,6 +129,8 @@ class Conv2d(textbook.Conv2d):
         return out
 
     def backward(self, grad_output):
+        if not self.loops:
+            return super().backward(grad_output)
         g = self.g
         G, L = g.groups, g.OH * g.OW
         gm = np.ascontiguousarray(grad_output).reshape(g.N, G, g.O // G, L)

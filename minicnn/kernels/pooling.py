@@ -18,6 +18,8 @@ from minicnn.kernels import twin
 from minicnn.ops import pooling as textbook
 from minicnn.ops._geometry import PoolGeometry
 
+LOOP_DTYPES = (np.float32, np.float64)  # the dtypes the loops are compiled for
+
 
 @njit(parallel=True, cache=True)
 def max_pool2d_forward_loops(x, KH, KW, sh, sw, ph, pw, dh, dw, out, arg):
@@ -140,6 +142,9 @@ class MaxPool2d(textbook.MaxPool2d):
     """``ops.pooling.MaxPool2d`` by the compiled loops."""
 
     def forward(self, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, indices_out=None):
+        self.loops = x.dtype in LOOP_DTYPES
+        if not self.loops:  # (float16: no compiled loops; the textbook's code)
+            return super().forward(x, kernel_size, stride, padding, dilation, ceil_mode, indices_out)
         g = self.g = PoolGeometry("max_pool2d", x.shape, kernel_size, stride, padding, dilation, ceil_mode)
         out = np.empty((g.N, g.C, g.OH, g.OW), dtype=x.dtype)
         self.arg = np.empty((g.N, g.C, g.OH, g.OW), dtype=np.int32)
@@ -149,6 +154,8 @@ class MaxPool2d(textbook.MaxPool2d):
         return out
 
     def backward(self, grad_output):
+        if not self.loops:
+            return super().backward(grad_output)
         g = self.g
         dx = np.empty((g.N, g.C, g.H, g.W), dtype=grad_output.dtype)
         max_pool2d_backward_loops(np.ascontiguousarray(grad_output), self.arg, *g.loop_args(), dx)
@@ -161,6 +168,10 @@ class AvgPool2d(textbook.AvgPool2d):
 
     def forward(self, x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                 divisor_override=None):  # fmt: skip
+        self.loops = x.dtype in LOOP_DTYPES
+        if not self.loops:  # (float16: no compiled loops; the textbook's code)
+            return super().forward(x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                   divisor_override)
         g = self.g = PoolGeometry("avg_pool2d", x.shape, kernel_size, stride, padding, 1, ceil_mode)
         self.div = textbook.divisor(g, count_include_pad, divisor_override, np, x.dtype)
         out = np.empty((g.N, g.C, g.OH, g.OW), dtype=x.dtype)
@@ -168,6 +179,8 @@ class AvgPool2d(textbook.AvgPool2d):
         return out
 
     def backward(self, grad_output):
+        if not self.loops:
+            return super().backward(grad_output)
         g = self.g
         dx = np.empty((g.N, g.C, g.H, g.W), dtype=grad_output.dtype)
         avg_pool2d_backward_loops(np.ascontiguousarray(grad_output), *g.loop_args()[:6], self.div, dx)
