@@ -6,7 +6,7 @@ PyTorch. Start with ``minicnn.Tensor``, ``minicnn.nn`` and ``minicnn.optim``.
 
 import builtins
 
-from minicnn import backends, cuda, nn, optim
+from minicnn import backends, cuda, kernels, nn, optim
 from minicnn.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from minicnn.backend import Device, cuda_available
 from minicnn.creation import (
@@ -89,13 +89,13 @@ __version__ = "0.1.0"
 
 
 def empty_cache() -> None:
-    """Free the memory minicnn keeps for reuse on the CPU (this thread's scratch buffers and idle
-    output blocks, ``minicnn/ops/workspace.py``), as ``torch.cuda.empty_cache`` does for PyTorch's
-    GPU cache. Arrays still in use are not affected; on CuPy, free its pool with
-    ``cupy.get_default_memory_pool().free_all_blocks()``."""
-    from minicnn.ops import workspace
+    """Free the memory minicnn keeps for reuse on the CPU: the compiled conv kernels' column buffer
+    of this thread (``minicnn/kernels/conv.py``), as ``torch.cuda.empty_cache`` does for PyTorch's
+    GPU cache. On CuPy, ``minicnn.cuda.empty_cache()`` frees CuPy's pool."""
+    if kernels.available():
+        from minicnn.kernels import conv
 
-    workspace.clear()
+        conv.columns.clear()
 
 
 def device(spec="cpu", index=None) -> Device:

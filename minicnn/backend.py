@@ -258,19 +258,3 @@ def scatter_add(target, index, values):
     else:
         np.add.at(target, index, values)
     return target
-
-
-def surely_finite(a, xp):
-    """True when ``a`` certainly holds no inf or NaN, for ops whose fast backward multiplies the
-    gradient by a 0/1 mask (inf * 0 is NaN, where PyTorch's gradient is 0). On the CPU: one BLAS
-    matrix-vector product over ``a`` (inf and NaN reach its result; finite values whose sum
-    overflows read as "not sure", which only sends the caller down its exact path). On a GPU
-    always False: asking would make the host wait for the device, so ops take the exact path,
-    one ``where`` kernel."""
-    if xp is not np:
-        return False
-    if a.size == 0:
-        return True
-    rows = a.reshape(a.shape[0] if a.ndim else 1, -1)
-    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: NaN, which is the answer
-        return bool(np.isfinite((rows @ np.ones(rows.shape[1], dtype=a.dtype)).sum()))

@@ -3,12 +3,12 @@ vs a direct-loop oracle (parity_tests/reference.py), float64 finite differences,
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
 
 import minicnn as mc
-import minicnn.ops.conv as conv_mod
 from minicnn.nn import functional as F
 from parity_tests import reference
 from parity_tests.harness import DTYPES, assert_close, check_parity, gradcheck, rng_for
@@ -93,10 +93,9 @@ def test_conv2d_edge_configs(xs, ws, kwargs, dtype, device):
 
 
 @pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, padding=2, dilation=2), dict(groups=3)])
-def test_conv2d_many_chunks(kwargs, device, monkeypatch):
-    """A tiny chunk budget splits the batch into several chunks with a remainder (e.g. 7 = 2+2+2+1)."""
+def test_conv2d_larger_batch(kwargs, device):
+    """A batch of 7 samples (the random configurations use 1 to 3)."""
     xs, ws = (7, 3, 6, 5), (6, 1 if kwargs.get("groups") else 3, 3, 3)
-    monkeypatch.setattr(conv_mod, "_CHUNK_BYTES", 2 * 3 * 9 * 6 * 5 * 8)
     rng = rng_for("conv2d-chunks", repr(kwargs))
     inputs = [rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(6)]
     check_conv(inputs, kwargs, device=device)
@@ -104,9 +103,8 @@ def test_conv2d_many_chunks(kwargs, device, monkeypatch):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("seed", range(8))
-def test_conv2d_random_configs_many_channels(seed, dtype, device, monkeypatch):
-    """Random configurations with 32-70 input channels, where the layouts of the CPU fast paths
-    (_Patches from 64 ungrouped channels, _Im2ColRows for stride 1) take over; small chunks."""
+def test_conv2d_random_configs_many_channels(seed, dtype, device):
+    """Random configurations with 32-70 input channels (long filters, as in the models' later layers)."""
     rng = rng_for("conv2d-many-channels", seed)
     groups = int(rng.choice([1, 1, 2]))
     cin = int(rng.choice([32, 64, 66, 70]))
@@ -126,7 +124,6 @@ def test_conv2d_random_configs_many_channels(seed, dtype, device, monkeypatch):
         dil[1] * (kw - 1) + int(rng.integers(1, 5)),
     )
     ws = (cout, cin // groups, kh, kw)
-    monkeypatch.setattr(conv_mod, "_CHUNK_BYTES", int(rng.choice([1, 8 << 20])))
     inputs = [rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(cout)]
     check_conv(
         inputs, dict(stride=stride, padding=padding, dilation=dil, groups=groups), dtype=dtype, device=device
@@ -144,9 +141,8 @@ def test_conv2d_random_configs_many_channels(seed, dtype, device, monkeypatch):
         ((1, 1, 1, 9), (1, 1, 1, 3), dict(padding=(0, 1))),
     ],
 )
-def test_conv2d_stride1_row_layout(xs, ws, kwargs, device, monkeypatch):
-    """A stride-1 backward uses the row layout on NumPy (_Im2ColRows); several chunks, vs PyTorch."""
-    monkeypatch.setattr(conv_mod, "_CHUNK_BYTES", 1)  # one sample per chunk
+def test_conv2d_stride1_configs(xs, ws, kwargs, device):
+    """Stride 1 with padding at the borders, dilation, groups, and a kernel as large as the image."""
     rng = rng_for("conv2d-rows", xs, ws, repr(kwargs))
     inputs = [rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])]
     check_conv(inputs, kwargs, device=device)
@@ -162,10 +158,8 @@ def test_conv2d_stride1_row_layout(xs, ws, kwargs, device, monkeypatch):
     ],
 )
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_conv2d_channels_last_forward(xs, ws, kwargs, bias, dtype, device, monkeypatch):
-    """64+ input channels, no groups: the forward pass uses the channels-last patches layout on
-    NumPy (_Patches); several chunks, vs PyTorch."""
-    monkeypatch.setattr(conv_mod, "_CHUNK_BYTES", 1)  # one sample per chunk
+def test_conv2d_64_and_more_channels(xs, ws, kwargs, bias, dtype, device):
+    """64+ input channels, no groups: long filters with strides, dilation, 'same' and one output pixel."""
     rng = rng_for("conv2d-patches", xs, ws, repr(kwargs))
     inputs = [rng.standard_normal(xs), rng.standard_normal(ws)] + (
         [rng.standard_normal(ws[0])] if bias else []
@@ -175,12 +169,10 @@ def test_conv2d_channels_last_forward(xs, ws, kwargs, bias, dtype, device, monke
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("seed", range(16))
-def test_conv2d_first_layer_random_configs(seed, dtype, device, monkeypatch):
-    """An input that needs no gradient (a first layer): short filters (C*KH*KW <= 48, no groups)
-    then use the per-sample layout on NumPy (_PerSample) for the forward pass and the weight
-    gradient; random configurations, one or two samples per chunk, vs PyTorch."""
+def test_conv2d_first_layer_random_configs(seed, dtype, device):
+    """An input that needs no gradient (a first layer): only the weight and bias gradients are
+    computed; random configurations, vs PyTorch."""
     xs, ws, bias, kwargs = random_config(1000 + seed)
-    monkeypatch.setattr(conv_mod, "_CHUNK_BYTES", 2 * 8 * ws[1] * ws[2] * ws[3])
     inputs = _inputs(1000 + seed, xs, ws, bias)
     check_conv(inputs, kwargs, dtype=dtype, device=device, grad=[False, True, True][: len(inputs)])
 
@@ -189,8 +181,8 @@ def test_conv2d_first_layer_random_configs(seed, dtype, device, monkeypatch):
     "xs, ws", [((5, 1, 28, 28), (8, 1, 3, 3)), ((3, 3, 32, 32), (6, 3, 3, 3)), ((2, 3, 17, 15), (4, 3, 7, 7))]
 )
 def test_conv2d_first_layer_model_shapes(xs, ws, device):
-    """The models' first layers (MNIST: 1 channel, CIFAR: 3; a 7x7 stem, K = 147, takes the
-    compact layout) in float32 with padding, input without gradient, vs PyTorch."""
+    """The models' first layers (MNIST: 1 channel, CIFAR: 3; a 7x7 stem) in float32 with padding,
+    input without gradient, vs PyTorch."""
     rng = rng_for("conv2d-first-layer", xs, ws)
     inputs = [rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])]
     check_conv(inputs, dict(padding=ws[2] // 2), dtype="float32", device=device, grad=[False, True, True])
@@ -201,9 +193,8 @@ def test_conv2d_first_layer_model_shapes(xs, ws, device):
 @pytest.mark.parametrize("value", [float("inf"), float("nan")])
 @pytest.mark.parametrize("padding", [0, 1])
 def test_conv2d_non_finite_values_spread_like_torch(where, value, padding, device):
-    """inf/NaN reach exactly the outputs and gradients they reach in PyTorch. (The row layout's
-    extra columns multiply input values by a zero gradient; backward must not let 0 * inf = NaN
-    leak into the weight gradient.)"""
+    """inf/NaN reach exactly the outputs and gradients they reach in PyTorch (0 * inf = NaN: the
+    zero padding meets an inf weight in the GEMMs, as in PyTorch's)."""
     rng = rng_for("conv2d-nonfinite", where, str(value), padding)
     x, w = rng.standard_normal((2, 2, 5, 6)), rng.standard_normal((3, 2, 3, 3))
     if where == "x_last_column":
@@ -259,13 +250,11 @@ def test_conv2d_finite_differences(xs, ws, kwargs, device):
 
 
 def test_conv2d_first_layer_finite_differences(device):
-    """The weight and bias gradients of a first layer (input without gradient: the per-sample
-    layout on NumPy), against central differences; two chunks of two samples and one of one."""
+    """The weight and bias gradients of a first layer (input without gradient), against central
+    differences."""
     rng = rng_for("conv2d-fd-first-layer")
     inputs = [rng.standard_normal((5, 3, 6, 5)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(conv_mod, "_CHUNK_BYTES", 2 * 8 * 27 * 30)
-        gradcheck(lambda *a: F.conv2d(*a, padding=1), inputs, device=device, grad=[False, True, True])
+    gradcheck(lambda *a: F.conv2d(*a, padding=1), inputs, device=device, grad=[False, True, True])
 
 
 def test_conv2d_float32_stays_float32(device):
@@ -332,3 +321,60 @@ def test_conv2d_bias_and_dtype_errors():
         F.conv2d(x, w, mc.zeros(3))
     with pytest.raises(TypeError, match=r"conv2d: input \(float64\), weight \(float32\).*same dtype"):
         F.conv2d(mc.zeros(2, 3, 8, 8, dtype=mc.float64), w)
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        (dict(stride=(1, 1.0)), r"conv2d: stride must be an int or a pair of ints"),
+        (dict(stride="2"), r"conv2d: stride must be an int or a pair of ints"),
+        (dict(stride=True), r"conv2d: stride must be an int or a pair of ints"),
+        (dict(padding=0.5), r"conv2d: padding must be an int or a pair of ints"),
+        (dict(dilation=(2, 2, 2)), r"conv2d: dilation must be an int or a pair of ints"),
+    ],
+)
+def test_conv2d_non_integer_arguments_raise_type_error(kwargs, pattern):
+    """As in PyTorch: a float, a string or a bool is refused, never truncated to an int."""
+    with pytest.raises(TypeError, match=pattern):
+        F.conv2d(mc.zeros(2, 3, 8, 8), mc.zeros(4, 3, 3, 3), **kwargs)
+
+
+def test_conv2d_empty_kernel_is_refused():
+    with pytest.raises(ValueError, match=r"conv2d: kernel size should be greater than zero.*0x0 kernel"):
+        F.conv2d(mc.zeros(2, 1, 5, 5), mc.zeros(4, 1, 0, 0))
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, error, pattern",
+    [
+        ((1, 4, 2.5), {}, TypeError, r"Conv2d: kernel_size must be an int or a pair of ints.*got 2\.5"),
+        ((1, 4, "3"), {}, TypeError, r"Conv2d: kernel_size must be an int or a pair of ints.*got '3'"),
+        ((1, 4, (3, 2.0)), {}, TypeError, r"Conv2d: kernel_size must be an int or a pair"),
+        ((1, 4, 3), dict(stride=1.5), TypeError, r"Conv2d: stride must be an int or a pair of ints"),
+        ((1, 4, 3), dict(padding=1.5), TypeError, r"Conv2d: padding must be an int or a pair of ints"),
+        ((1, 4, 3), dict(dilation="2"), TypeError, r"Conv2d: dilation must be an int or a pair of ints"),
+        ((1.0, 4, 3), {}, TypeError, r"Conv2d: in_channels must be an int, got 1\.0"),
+        ((1, "4", 3), {}, TypeError, r"Conv2d: out_channels must be an int"),
+        ((1, 4, 0), {}, ValueError, r"Conv2d: kernel_size must be positive, got 0"),
+        ((1, 4, (3, 0)), {}, ValueError, r"Conv2d: kernel_size must be positive"),
+        ((1, 4, 3), dict(stride=0), ValueError, r"Conv2d: stride must be positive, got 0"),
+        ((1, 4, 3), dict(padding=-1), ValueError, r"Conv2d: padding must be non-negative"),
+        ((1, 4, 3), dict(dilation=(1, 0)), ValueError, r"Conv2d: dilation must be positive"),
+        ((-1, 4, 3), {}, ValueError, r"Conv2d: in_channels must be non-negative"),
+        ((4, 4, 3), dict(groups=0), ValueError, r"Conv2d: groups must be a positive integer"),
+    ],
+)
+def test_conv2d_layer_arguments_are_checked_at_construction(args, kwargs, error, pattern):
+    """Bad layer arguments fail when the layer is built, with the same checks as F.conv2d (a
+    kernel of size 0 would otherwise give a layer whose output is only the bias)."""
+    with pytest.raises(error, match=pattern):
+        mc.nn.Conv2d(*args, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("grad", [[True, True, True], [False, True, True]])
+def test_conv2d_empty_batch(grad, dtype, device):
+    """N = 0: an empty output, an empty input gradient, and zero weight and bias gradients, as in PyTorch."""
+    rng = rng_for("conv2d-empty")
+    inputs = [np.zeros((0, 3, 6, 5)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)]
+    check_conv(inputs, dict(padding=1, stride=(2, 1)), dtype=dtype, device=device, grad=grad)

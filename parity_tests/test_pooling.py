@@ -336,14 +336,83 @@ def test_pooling_errors(fn, shape, kwargs, error, pattern):
         ((5, 2, 8, 6), dict(kernel_size=3, stride=2, padding=1)),  # overlapping windows
     ],
 )
-def test_max_pool2d_batch_slices(shape, kwargs, device, monkeypatch):
-    """Both passes run over slices of the batch (one sample per slice here), and only a slice
-    whose maximum has a NaN is re-scanned with the NaN rule: NaN and -inf in some samples only."""
-    import minicnn.ops.normalization as bn_mod
-
-    monkeypatch.setattr(bn_mod, "SLICE_BYTES", 1)
+def test_max_pool2d_nan_and_inf_in_some_samples(shape, kwargs, device):
+    """NaN in one sample, -inf windows in another, ties everywhere: each sample follows its own rules."""
     rng = rng_for("max-pool-slices", shape, repr(kwargs))
     x = rng.integers(-2, 3, size=shape).astype(np.float64)  # ties
     x[1][rng.random(shape[1:]) < 0.2] = np.nan
     x[3, :, :4, :4] = -np.inf
     check_max_pool(x, kwargs, rtol=0.0 if kwargs.get("stride") is None else 1e-13, device=device)
+
+
+@pytest.mark.parametrize(
+    "fn, kwargs, error, pattern",
+    [
+        (F.max_pool2d, dict(kernel_size=2.5), TypeError, r"max_pool2d: kernel_size must be an int or"),
+        (F.max_pool2d, dict(kernel_size="2"), TypeError, r"max_pool2d: kernel_size must be an int or"),
+        (F.max_pool2d, dict(kernel_size=True), TypeError, r"max_pool2d: kernel_size must be an int or"),
+        (F.max_pool2d, dict(kernel_size=2, stride=1.5), TypeError, r"max_pool2d: stride must be an int or a"),
+        (F.max_pool2d, dict(kernel_size=2, padding=0.0), TypeError, r"max_pool2d: padding must be an int"),
+        (F.max_pool2d, dict(kernel_size=0), ValueError, r"max_pool2d: kernel_size must be positive"),
+        (F.avg_pool2d, dict(kernel_size=(2, 2.0)), TypeError, r"avg_pool2d: kernel_size must be an int or a"),
+        (F.avg_pool2d, dict(kernel_size=2, stride="1"), TypeError, r"avg_pool2d: stride must be an int or a"),
+        (F.avg_pool2d, dict(kernel_size=2, divisor_override=1.5), ValueError, r"divisor_override must be a"),
+        (F.adaptive_avg_pool2d, dict(output_size=2.5), TypeError, r"adaptive_avg_pool2d: output_size must"),
+        (F.adaptive_avg_pool2d, dict(output_size=("2", 2)), TypeError, r"output_size must be an int or a"),
+    ],
+)
+def test_pooling_non_integer_arguments_raise(fn, kwargs, error, pattern):
+    """As in PyTorch: a float, a string or a bool is refused, never truncated to an int."""
+    with pytest.raises(error, match=pattern):
+        fn(mc.zeros(1, 1, 8, 8), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "layer, args, kwargs, error, pattern",
+    [
+        (mc.nn.MaxPool2d, (2.5,), {}, TypeError, r"MaxPool2d: kernel_size must be an int or a pair of ints"),
+        (mc.nn.MaxPool2d, ("2",), {}, TypeError, r"MaxPool2d: kernel_size must be an int or a pair of ints"),
+        (mc.nn.MaxPool2d, (2,), dict(stride=1.5), TypeError, r"MaxPool2d: stride must be an int or a pair"),
+        (mc.nn.MaxPool2d, (0,), {}, ValueError, r"MaxPool2d: kernel_size must be positive"),
+        (mc.nn.MaxPool2d, (2,), dict(stride=0), ValueError, r"MaxPool2d: stride must be positive"),
+        (mc.nn.MaxPool2d, (2,), dict(dilation=0), ValueError, r"MaxPool2d: dilation must be positive"),
+        (mc.nn.MaxPool2d, (2,), dict(padding=-1), ValueError, r"MaxPool2d: padding must be non-negative"),
+        (mc.nn.MaxPool2d, (3,), dict(padding=2), ValueError, r"MaxPool2d: padding should be at most half"),
+        (mc.nn.AvgPool2d, (2.0,), {}, TypeError, r"AvgPool2d: kernel_size must be an int or a pair of ints"),
+        (mc.nn.AvgPool2d, ((2, 0),), {}, ValueError, r"AvgPool2d: kernel_size must be positive"),
+        (mc.nn.AvgPool2d, (2,), dict(stride=(1, "1")), TypeError, r"AvgPool2d: stride must be an int or"),
+        (mc.nn.AdaptiveAvgPool2d, (1.5,), {}, TypeError, r"AdaptiveAvgPool2d: output_size must be an int"),
+        (mc.nn.AdaptiveAvgPool2d, ((0, None),), {}, ValueError, r"AdaptiveAvgPool2d: output_size must be"),
+    ],
+)
+def test_pooling_layer_arguments_are_checked_at_construction(layer, args, kwargs, error, pattern):
+    with pytest.raises(error, match=pattern):
+        layer(*args, **kwargs)
+
+
+def test_pooling_layers_keep_their_arguments():
+    """Valid arguments are stored as given (PyTorch's repr), None in an adaptive size included."""
+    assert mc.nn.MaxPool2d(2).stride == 2 and mc.nn.MaxPool2d((3, 2), stride=1).stride == 1
+    assert mc.nn.AdaptiveAvgPool2d((None, 3)).output_size == (None, 3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "fn, torch_fn, kwargs",
+    [
+        (F.max_pool2d, TF.max_pool2d, dict(kernel_size=2)),
+        (F.max_pool2d, TF.max_pool2d, dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+        (F.avg_pool2d, TF.avg_pool2d, dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)),
+        (F.adaptive_avg_pool2d, TF.adaptive_avg_pool2d, dict(output_size=(3, 2))),
+        (F.adaptive_avg_pool2d, TF.adaptive_avg_pool2d, dict(output_size=1)),
+    ],
+)
+def test_pooling_empty_batch(fn, torch_fn, kwargs, dtype, device):
+    """N = 0: empty outputs and empty input gradients, as in PyTorch."""
+    check_parity(lambda a: fn(a, **kwargs), lambda a: torch_fn(a, **kwargs), [np.zeros((0, 2, 7, 6))],
+                 dtype=dtype, device=device)  # fmt: skip
+
+
+def test_max_pool2d_empty_batch_indices(device):
+    out, idx = F.max_pool2d(mc.zeros(0, 2, 7, 6, device=device), 2, return_indices=True)
+    assert out.shape == idx.shape == (0, 2, 3, 3) and idx.dtype == mc.int64

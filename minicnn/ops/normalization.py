@@ -184,16 +184,3 @@ def _batch_norm(input, running_mean, running_var, weight, bias, training, moment
         momentum=momentum,
         eps=float(eps),
     )
-
-
-# ---------------------------------------------------------------------------------------------------
-# Not batch norm: kept only because ops/pooling.py (another engineer's file) still imports it. Delete
-# both once pooling stops importing them (issue 15 removes batch_slices).
-SLICE_BYTES = 512 * 1024
-
-
-def batch_slices(a, xp):
-    """Slices of the batch axis (axis 0) of ``a`` of about SLICE_BYTES each (the whole batch on a GPU)."""
-    n = a.shape[0]
-    step = n if xp.__name__ != "numpy" else max(1, SLICE_BYTES * n // max(1, a.nbytes))
-    return [slice(i, i + step) for i in range(0, n, step)]

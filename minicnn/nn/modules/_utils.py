@@ -5,15 +5,6 @@ from __future__ import annotations
 from minicnn.tensor import Tensor
 
 
-def _pair(value, name="argument"):
-    """``3`` -> ``(3, 3)``; ``(3, 2)`` stays; anything else is an error."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-        return tuple(int(v) for v in value)
-    return (int(value), int(value))
-
-
 def layer_name(layer) -> str:
     """``Conv2d(1, 32, kernel_size=(3, 3), ...)``: how error messages name a layer."""
     return f"{type(layer).__name__}({layer.extra_repr()})"

@@ -8,8 +8,9 @@ from minicnn.creation import empty
 from minicnn.nn import functional as F
 from minicnn.nn import init
 from minicnn.nn.module import Module
-from minicnn.nn.modules._utils import _pair, check_input
+from minicnn.nn.modules._utils import check_input
 from minicnn.nn.parameter import Parameter
+from minicnn.ops._geometry import _is_int, window_args
 
 
 class Conv2d(Module):
@@ -37,7 +38,12 @@ class Conv2d(Module):
         dtype=None,
     ):
         super().__init__()
-        if groups <= 0:
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not _is_int(value):
+                raise TypeError(f"Conv2d: {name} must be an int, got {value!r}")
+            if value < 0:
+                raise ValueError(f"Conv2d: {name} must be non-negative, got {value}")
+        if not _is_int(groups) or groups <= 0:
             raise ValueError("Conv2d: groups must be a positive integer")
         if in_channels % groups != 0:
             raise ValueError(f"Conv2d: in_channels ({in_channels}) must be divisible by groups ({groups})")
@@ -49,16 +55,18 @@ class Conv2d(Module):
                 "(pad the input yourself for 'reflect', 'replicate' or 'circular')"
             )
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = _pair(kernel_size, "Conv2d kernel_size")
-        self.stride = _pair(stride, "Conv2d stride")
-        self.dilation = _pair(dilation, "Conv2d dilation")
+        # the same checks as F.conv2d's, now, rather than at the first forward (TypeError for 2.5 or "3")
+        numeric_padding = 0 if isinstance(padding, str) else padding
+        self.kernel_size, self.stride, pads, self.dilation = window_args(
+            "Conv2d", kernel_size, stride, numeric_padding, dilation
+        )
         self.groups, self.padding_mode = groups, padding_mode
         self.output_padding = (0, 0)
         if isinstance(padding, str):
             self.padding = padding
             self._padding = self._string_padding(padding)
         else:
-            self.padding = self._padding = _pair(padding, "Conv2d padding")
+            self.padding = self._padding = pads
         device = "cpu" if device is None else device
         self.weight = Parameter(
             empty(out_channels, in_channels // groups, *self.kernel_size, dtype=dtype, device=device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from minicnn.nn import functional as F
 from minicnn.nn.module import Module
 from minicnn.nn.modules._utils import check_input
+from minicnn.ops._geometry import adaptive_output_size, pool_args
 
 _NCHW_HINT = " (a single image needs a batch dimension: x.unsqueeze(0))"
 
@@ -23,6 +24,7 @@ class MaxPool2d(Module):
         self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False
     ):
         super().__init__()
+        pool_args("MaxPool2d", kernel_size, stride, padding, dilation)  # F.max_pool2d's checks, now
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
         self.padding, self.dilation = padding, dilation
@@ -64,6 +66,7 @@ class AvgPool2d(Module):
         divisor_override=None,
     ):
         super().__init__()
+        pool_args("AvgPool2d", kernel_size, stride, padding, 1)  # F.avg_pool2d's checks, now
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
         self.padding, self.ceil_mode = padding, ceil_mode
@@ -90,6 +93,7 @@ class AdaptiveAvgPool2d(Module):
 
     def __init__(self, output_size):
         super().__init__()
+        adaptive_output_size("AdaptiveAvgPool2d", output_size)  # F.adaptive_avg_pool2d's checks, now
         self.output_size = output_size
 
     def extra_repr(self):
