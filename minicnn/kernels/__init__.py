@@ -29,9 +29,16 @@ from minicnn import autograd
 _reason_off = None  # why the kernels are unavailable (None: they are available)
 
 try:
-    import numba  # noqa: F401
+    import numba
 except Exception as e:  # ImportError, or a broken llvmlite
     _reason_off = f"Numba could not be imported ({type(e).__name__}: {e})"
+else:
+    # Numba's threads and OpenBLAS's take turns on the same cores (a GEMM, then a loop kernel...).
+    # The default OpenMP layer's threads spin after each parallel loop and slow the GEMMs that
+    # follow: measured on 2 cores, the MNIST step took 60-100 ms with it and 35-48 ms with the
+    # "workqueue" layer, whose idle threads sleep (docs/kernels.md). NUMBA_THREADING_LAYER wins.
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        numba.config.THREADING_LAYER = "workqueue"
 
 if os.environ.get("MINICNN_KERNELS", "1").strip() == "0":
     autograd._kernels_enabled = False
