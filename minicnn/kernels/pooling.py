@@ -76,9 +76,18 @@ def max_pool2d_forward_loops(x, KH, KW, sh, sw, ph, pw, dh, dw, out, arg):
 def max_pool2d_backward_loops(grad, arg, KH, KW, sh, sw, ph, pw, dh, dw, dx):
     """Equals ``ops.pooling.max_pool2d_backward``: each window's gradient is added to the pixel that
     won it. (Bit for bit unless a pixel won three or more overlapping windows: the textbook adds
-    them kernel offset by kernel offset, this loop window by window.) Fills ``dx`` (N, C, H, W)."""
+    them kernel offset by kernel offset, this loop window by window.) Fills ``dx`` (N, C, H, W).
+    The winner's offset a = i*KW + j becomes a row and a column through two small tables made once,
+    rather than a // KW and a % KW per window (an integer division per window: the tables measured
+    about 25% faster on the models' 2x2 pooling)."""
     N, C, H, W = dx.shape
     OH, OW = grad.shape[2], grad.shape[3]
+    row = np.empty(KH * KW, dtype=np.int64)  # offset a = i*KW + j -> i*dh and j*dw
+    col = np.empty(KH * KW, dtype=np.int64)
+    for i in range(KH):
+        for j in range(KW):
+            row[i * KW + j] = i * dh
+            col[i * KW + j] = j * dw
     for nc in prange(N * C):
         n, c = nc // C, nc % C
         for h in range(H):
@@ -87,8 +96,8 @@ def max_pool2d_backward_loops(grad, arg, KH, KW, sh, sw, ph, pw, dh, dw, dx):
         for oh in range(OH):
             for ow in range(OW):
                 a = arg[n, c, oh, ow]
-                h = oh * sh - ph + (a // KW) * dh
-                w = ow * sw - pw + (a % KW) * dw
+                h = oh * sh - ph + row[a]
+                w = ow * sw - pw + col[a]
                 if 0 <= h < H and 0 <= w < W:  # (a window with no pixel inside the input has none)
                     dx[n, c, h, w] += grad[n, c, oh, ow]
 
