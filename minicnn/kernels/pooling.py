@@ -103,6 +103,39 @@ def max_pool2d_backward_loops(grad, arg, KH, KW, sh, sw, ph, pw, dh, dw, dx):
 
 
 @njit(parallel=True, cache=True)
+def max_pool2d_2x2_forward_loops(x, out, arg):
+    """Equals ``ops.pooling.max_pool2d_forward`` (bit for bit, arg-max included) for 2x2 windows with
+    stride 2, no padding, dilation 1, every window inside the input: the models' pooling. PyTorch's
+    scan as written: from -inf, a pixel replaces the maximum when strictly greater or NaN, in row-major
+    window order. Why a kernel of its own: with the window's size known when compiling, LLVM unrolls
+    the 2x2 loop into straight-line code; the general kernel's loops with run-time bounds measured 3-8x
+    slower on these shapes. Fills ``out`` and ``arg``."""
+    N, C, H, W = x.shape
+    OH, OW = out.shape[2], out.shape[3]
+    for nc in prange(N * C):
+        n, c = nc // C, nc % C
+        for oh in range(OH):
+            for ow in range(OW):
+                best = x.dtype.type(-np.inf)
+                at = 0
+                for i in range(2):
+                    for j in range(2):
+                        v = x[n, c, 2 * oh + i, 2 * ow + j]
+                        if v > best or v != v:
+                            best = v
+                            at = 2 * i + j
+                out[n, c, oh, ow] = best
+                arg[n, c, oh, ow] = at
+
+
+def is_2x2(g):
+    """Whether the pooling geometry ``g`` is the one of ``max_pool2d_2x2_forward_loops``. (Its backward
+    is the general kernel's: a 2x2 version measured only 10-30 % faster, not worth a second kernel.)"""
+    return (g.kernel == (2, 2) and g.stride == (2, 2) and g.padding == (0, 0) and g.dilation == (1, 1)
+            and 2 * g.OH <= g.H and 2 * g.OW <= g.W)  # fmt: skip
+
+
+@njit(parallel=True, cache=True)
 def avg_pool2d_forward_loops(x, KH, KW, sh, sw, ph, pw, div, out):
     """Equals ``ops.pooling.avg_pool2d_forward``: the sum of each window's pixels inside the input
     (the zero padding adds nothing), in the same order, divided by ``div`` (OH, OW). Fills ``out``."""
@@ -157,7 +190,10 @@ class MaxPool2d(textbook.MaxPool2d):
         g = self.g = PoolGeometry("max_pool2d", x.shape, kernel_size, stride, padding, dilation, ceil_mode)
         out = np.empty((g.N, g.C, g.OH, g.OW), dtype=x.dtype)
         self.arg = np.empty((g.N, g.C, g.OH, g.OW), dtype=np.int32)
-        max_pool2d_forward_loops(np.ascontiguousarray(x), *g.loop_args(), out, self.arg)
+        if is_2x2(g):
+            max_pool2d_2x2_forward_loops(np.ascontiguousarray(x), out, self.arg)
+        else:
+            max_pool2d_forward_loops(np.ascontiguousarray(x), *g.loop_args(), out, self.arg)
         if indices_out is not None:
             indices_out.append(textbook.flat_indices(self.arg, g))
         return out
