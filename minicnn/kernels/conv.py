@@ -70,6 +70,19 @@ def col2im_loops(dcols, KH, KW, sh, sw, dh, dw, top, left, dx):
                                 dx[n, c, h, w] += dcols[n, k, oh, ow]
 
 
+@njit(parallel=True, cache=True)
+def add_bias_loops(out, bias):
+    """Equals the textbook's ``out += bias.reshape(O, 1, 1)`` (bit for bit: one addition per element)
+    for ``out`` (N, O, L). (Why a loop: NumPy's broadcast add measured 4-5x slower on these shapes,
+    e.g. (128, 32, 1024) float32: 2.0 vs 0.48 ms.)"""
+    N, O, L = out.shape
+    for no in prange(N * O):  # one (sample, channel) plane per iteration
+        n, o = no // O, no % O
+        b = bias[o]
+        for i in range(L):
+            out[n, o, i] += b
+
+
 class _Columns(threading.local):
     """The one reused buffer of this module: the columns of one conv2d call (im2col's output in
     forward; dcols, then im2col's output, in backward). They never leave the call, so the buffer
@@ -135,10 +148,10 @@ class Conv2d(textbook.Conv2d):
         cols = im2col(x, g, keep).reshape(g.N, G, g.K, L)
         self.cols = cols if keep else None
         wm = weight.reshape(G, g.O // G, g.K)
-        out = (wm @ cols).reshape(g.N, g.O, g.OH, g.OW)  # (N, G, O/G, L): one GEMM per sample and group
+        out = (wm @ cols).reshape(g.N, g.O, L)  # (N, G, O/G, L): one GEMM per sample and group
         if bias is not None:
-            out += bias.reshape(g.O, 1, 1)
-        return out
+            add_bias_loops(out, bias)
+        return out.reshape(g.N, g.O, g.OH, g.OW)
 
     def backward(self, grad_output):
         if not self.loops:
