@@ -217,6 +217,28 @@ def test_max_pool2d_kernels_equal_textbook(seed, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("seed", range(24))
+def test_max_pool2d_2x2_kernel_equals_textbook(seed, dtype):
+    """The 2x2 / stride 2 kernel (kernels.pooling.max_pool2d_2x2_forward_loops), which the twin takes
+    for that geometry when every window is inside the input: ties, NaN, -inf, odd sizes (a last row
+    or column no window reads), ceil_mode (odd sizes: the general kernel). Bit for bit."""
+    from minicnn.kernels import pooling as kpool
+    from minicnn.ops._geometry import PoolGeometry
+
+    rng = rng_for("kernels-pool-2x2", seed)
+    shape = tuple(int(v) for v in rng.integers((1, 1, 2, 2), (4, 4, 10, 10)))
+    x = pool_input(seed, shape, dtype)
+    ceil_mode = bool(seed % 3 == 0)
+    g = PoolGeometry("max_pool2d", shape, 2, None, 0, 1, ceil_mode)
+    assert kpool.is_2x2(g) == (not ceil_mode or (shape[2] % 2 == 0 and shape[3] % 2 == 0))
+    (t_out, t_grads, _), (k_out, k_grads, _) = run_both(
+        lambda a: F.max_pool2d(a, 2, ceil_mode=ceil_mode, return_indices=True), [x], [True], ("2x2", seed)
+    )
+    for a, b in zip(k_out + k_grads, t_out + t_grads):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", range(24))
 def test_max_pool2d_kernels_equal_textbook_inf_nan_gradients(seed, dtype):
     """An inf/NaN upstream gradient reaches only each window's arg-max, in both tiers."""
     shape, kwargs, _ = pool_config(100 + seed)

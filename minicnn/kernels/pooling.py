@@ -76,9 +76,18 @@ def max_pool2d_forward_loops(x, KH, KW, sh, sw, ph, pw, dh, dw, out, arg):
 def max_pool2d_backward_loops(grad, arg, KH, KW, sh, sw, ph, pw, dh, dw, dx):
     """Equals ``ops.pooling.max_pool2d_backward``: each window's gradient is added to the pixel that
     won it. (Bit for bit unless a pixel won three or more overlapping windows: the textbook adds
-    them kernel offset by kernel offset, this loop window by window.) Fills ``dx`` (N, C, H, W)."""
+    them kernel offset by kernel offset, this loop window by window.) Fills ``dx`` (N, C, H, W).
+    The winner's offset a = i*KW + j becomes a row and a column through two small tables made once,
+    rather than a // KW and a % KW per window (an integer division per window: the tables measured
+    about 25% faster on the models' 2x2 pooling)."""
     N, C, H, W = dx.shape
     OH, OW = grad.shape[2], grad.shape[3]
+    row = np.empty(KH * KW, dtype=np.int64)  # offset a = i*KW + j -> i*dh and j*dw
+    col = np.empty(KH * KW, dtype=np.int64)
+    for i in range(KH):
+        for j in range(KW):
+            row[i * KW + j] = i * dh
+            col[i * KW + j] = j * dw
     for nc in prange(N * C):
         n, c = nc // C, nc % C
         for h in range(H):
@@ -87,10 +96,43 @@ def max_pool2d_backward_loops(grad, arg, KH, KW, sh, sw, ph, pw, dh, dw, dx):
         for oh in range(OH):
             for ow in range(OW):
                 a = arg[n, c, oh, ow]
-                h = oh * sh - ph + (a // KW) * dh
-                w = ow * sw - pw + (a % KW) * dw
+                h = oh * sh - ph + row[a]
+                w = ow * sw - pw + col[a]
                 if 0 <= h < H and 0 <= w < W:  # (a window with no pixel inside the input has none)
                     dx[n, c, h, w] += grad[n, c, oh, ow]
+
+
+@njit(parallel=True, cache=True)
+def max_pool2d_2x2_forward_loops(x, out, arg):
+    """Equals ``ops.pooling.max_pool2d_forward`` (bit for bit, arg-max included) for 2x2 windows with
+    stride 2, no padding, dilation 1, every window inside the input: the models' pooling. PyTorch's
+    scan as written: from -inf, a pixel replaces the maximum when strictly greater or NaN, in row-major
+    window order. Why a kernel of its own: with the window's size known when compiling, LLVM unrolls
+    the 2x2 loop into straight-line code; the general kernel's loops with run-time bounds measured 2-5x
+    slower on these shapes. Fills ``out`` and ``arg``."""
+    N, C, H, W = x.shape
+    OH, OW = out.shape[2], out.shape[3]
+    for nc in prange(N * C):
+        n, c = nc // C, nc % C
+        for oh in range(OH):
+            for ow in range(OW):
+                best = x.dtype.type(-np.inf)
+                at = 0
+                for i in range(2):
+                    for j in range(2):
+                        v = x[n, c, 2 * oh + i, 2 * ow + j]
+                        if v > best or v != v:
+                            best = v
+                            at = 2 * i + j
+                out[n, c, oh, ow] = best
+                arg[n, c, oh, ow] = at
+
+
+def is_2x2(g):
+    """Whether the pooling geometry ``g`` is the one of ``max_pool2d_2x2_forward_loops``. (Its backward
+    is the general kernel's: a 2x2 version measured only 10-30 % faster, not worth a second kernel.)"""
+    return (g.kernel == (2, 2) and g.stride == (2, 2) and g.padding == (0, 0) and g.dilation == (1, 1)
+            and 2 * g.OH <= g.H and 2 * g.OW <= g.W)  # fmt: skip
 
 
 @njit(parallel=True, cache=True)
@@ -148,7 +190,10 @@ class MaxPool2d(textbook.MaxPool2d):
         g = self.g = PoolGeometry("max_pool2d", x.shape, kernel_size, stride, padding, dilation, ceil_mode)
         out = np.empty((g.N, g.C, g.OH, g.OW), dtype=x.dtype)
         self.arg = np.empty((g.N, g.C, g.OH, g.OW), dtype=np.int32)
-        max_pool2d_forward_loops(np.ascontiguousarray(x), *g.loop_args(), out, self.arg)
+        if is_2x2(g):
+            max_pool2d_2x2_forward_loops(np.ascontiguousarray(x), out, self.arg)
+        else:
+            max_pool2d_forward_loops(np.ascontiguousarray(x), *g.loop_args(), out, self.arg)
         if indices_out is not None:
             indices_out.append(textbook.flat_indices(self.arg, g))
         return out
