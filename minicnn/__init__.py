@@ -6,7 +6,7 @@ PyTorch. Start with ``minicnn.Tensor``, ``minicnn.nn`` and ``minicnn.optim``.
 
 import builtins
 
-from minicnn import _memory, backends, cuda, kernels, nn, optim
+from minicnn import _memory, accelerator, backends, cuda, kernels, nn, optim
 from minicnn.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from minicnn.backend import Device, cuda_available
 from minicnn.creation import (
