@@ -82,12 +82,14 @@ def test_each_call_succeeds_or_fails_as_pytorch(name, args):
 def test_devices_as_objects_are_read_as_pytorch_reads_them():
     pairs = [(mc.device("cpu"), torch.device("cpu")), (mc.device("cuda", 0), torch.device("cuda", 0))]
     for mine, theirs in pairs:
-        assert _outcome(lambda m=mine: acc.synchronize(m))[0] == _outcome(
-            lambda t=theirs: torch.accelerator.synchronize(t)
-        )[0]
-        assert _outcome(lambda m=mine: acc.set_device_index(m))[0] == _outcome(
-            lambda t=theirs: torch.accelerator.set_device_index(t)
-        )[0]
+        assert (
+            _outcome(lambda m=mine: acc.synchronize(m))[0]
+            == _outcome(lambda t=theirs: torch.accelerator.synchronize(t))[0]
+        )
+        assert (
+            _outcome(lambda m=mine: acc.set_device_index(m))[0]
+            == _outcome(lambda t=theirs: torch.accelerator.set_device_index(t))[0]
+        )
 
 
 def test_without_a_gpu_the_error_says_why():
@@ -101,8 +103,16 @@ def test_without_a_gpu_the_error_says_why():
 
 def test_the_deprecated_names_are_pytorchs():
     assert set(acc.__all__) <= set(torch.accelerator.__all__)
-    for name in ("is_available", "current_accelerator", "device_count", "current_device_index",
-                 "set_device_index", "synchronize", "current_device_idx", "set_device_idx"):
+    for name in (
+        "is_available",
+        "current_accelerator",
+        "device_count",
+        "current_device_index",
+        "set_device_index",
+        "synchronize",
+        "current_device_idx",
+        "set_device_idx",
+    ):
         assert name in acc.__all__ and name in torch.accelerator.__all__
     assert mc.accelerator is acc
 

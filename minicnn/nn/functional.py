@@ -28,3 +28,5 @@ silu, sigmoid, tanh = _activation.silu, _activation.sigmoid, _activation.tanh
 softmax, log_softmax = _activation.softmax, _activation.log_softmax
 linear = _linear.linear
 cross_entropy, nll_loss, mse_loss = _loss.cross_entropy, _loss.nll_loss, _loss.mse_loss
+binary_cross_entropy = _loss.binary_cross_entropy
+binary_cross_entropy_with_logits = _loss.binary_cross_entropy_with_logits

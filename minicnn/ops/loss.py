@@ -1,5 +1,8 @@
 """Loss functions, the textbook: ``cross_entropy`` (fused log-softmax + NLL, op ``CrossEntropy``),
-``nll_loss`` (op ``NLLLoss``) and ``mse_loss`` (op ``MSELoss``), with PyTorch's arguments and weighting rules.
+``nll_loss`` (op ``NLLLoss``), ``mse_loss`` (op ``MSELoss``), ``binary_cross_entropy`` (op
+``BinaryCrossEntropy``) and ``binary_cross_entropy_with_logits`` (op ``BinaryCrossEntropyWithLogits``),
+with PyTorch's arguments and weighting rules. The binary losses are elementwise (any shape, target of
+the input's shape); the rest of this note is about the class losses.
 
 Layout: the class axis is axis 1: logits (N, C) or (N, C, d1, d2, ...) (e.g. per-pixel
 classification), class-index targets (N,) or (N, d1, d2, ...); a single sample (C,) with a 0-d
@@ -70,7 +73,9 @@ def _grad_scale(g, reduction, denom, xp):
 
 class CrossEntropy(Function):
     """Fused log-softmax + negative log-likelihood with a per-class target distribution q:
-        loss_i = -sum_c q_ic * log p_ic,   p_i = softmax(x_i).
+        loss_i = -sum_c q_ic * log p_ic,   p_i = softmax(x_i)
+    (with class indices, over the classes with q_ic != 0, as nll_loss's pick: a class with no target
+    mass adds nothing even where log p_ic = -inf; probability targets keep 0 * -inf = NaN, as PyTorch).
     Class index y_i: q_i = onehot(y_i), times w[y_i] with class weights, 0 if y_i is ignored, and with
     label smoothing eps: q_ic = (1 - eps) * w[y_i] * [c == y_i] + eps / C * w_c;
     probabilities t_i: q_ic = w_c * ((1 - eps) * t_ic + eps / C).   (w = 1 without class weights.)
@@ -102,7 +107,10 @@ class CrossEntropy(Function):
 
         self.log_p, self.q, self.denom = log_p, q, denom
         self.reduction, self.weight, self.eps = reduction, weight, eps
-        return _reduce(-(q * log_p).sum(axis=1), reduction, denom)
+        terms = q * log_p
+        if target.dtype.kind in "iu":
+            terms = xp.where(q != 0, terms, 0)
+        return _reduce(-terms.sum(axis=1), reduction, denom)
 
     def backward(self, g):
         xp = get_array_module(g)
@@ -153,6 +161,83 @@ class MSELoss(Function):
         scale = 2.0 / max(self.diff.size, 1) if self.reduction == "mean" else 2.0
         dx = self.diff * (g * scale)
         return dx if self.needs_input_grad[0] else None, -dx if self.needs_input_grad[1] else None
+
+
+_BCE_EPS = float(np.float32(1e-12))  # PyTorch's floor of p (1 - p), a float32 constant: 9.99999996e-13
+
+
+class BinaryCrossEntropy(Function):
+    """Binary cross-entropy of probabilities p in [0, 1] against targets y (same shape), weights w:
+        loss = -w * (y * log p + (1 - y) * log(1 - p)),   each log clamped at -100 (PyTorch's rule:
+    p = 0 or 1 gives a finite loss, 100 per element).
+        dL/dp = g * w * (p - y) / max(p * (1 - p), 1e-12),   dL/dy = g * w * (log(1 - p) - log p)
+    (g / numel for 'mean'). Derivation: docs/backprop/binary_cross_entropy.md."""
+
+    saved_inputs = (0, 1)
+
+    def forward(self, p, y, weight=None, reduction="mean"):
+        xp = get_array_module(p)
+        with np.errstate(divide="ignore"):  # log(0) = -inf, clamped to -100 below
+            log_p, log_1mp = xp.log(p), xp.log1p(-p)
+        loss = -(y * xp.maximum(log_p, -100.0) + (1 - y) * xp.maximum(log_1mp, -100.0))
+        if weight is not None:
+            loss = loss * weight
+        self.p, self.y, self.weight, self.reduction = p, y, weight, reduction
+        return _reduce(loss, reduction, loss.size)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        p, y = self.p, self.y
+        scale = g / max(p.size, 1) if self.reduction == "mean" else g
+        if self.weight is not None:
+            scale = scale * self.weight
+        dp = dy = None
+        if self.needs_input_grad[0]:
+            dp = (p - y) / xp.maximum(p * (1 - p), _BCE_EPS) * scale
+        if self.needs_input_grad[1]:
+            with np.errstate(divide="ignore", invalid="ignore"):  # unclamped, as PyTorch: p = 0 gives inf
+                dy = (xp.log1p(-p) - xp.log(p)) * scale
+        return dp, dy
+
+
+def _softplus_neg(x, xp):
+    """softplus(-x) = log(1 + exp(-x)) = -log sigmoid(x), computed without overflow for any x."""
+    return xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(-x, 0)
+
+
+class BinaryCrossEntropyWithLogits(Function):
+    """Sigmoid + binary cross-entropy on logits x, targets y, weights w, positive-class weights q:
+        loss = -w * (q * y * log s(x) + (1 - y) * log(1 - s(x)))
+             = w * ((1 - y) * x + (1 + (q - 1) * y) * softplus(-x))     (stable for any x),
+        dL/dx = g * w * ((1 + (q - 1) * y) * s(x) - q * y)    (= s(x) - y without weights),
+        dL/dy = g * w * ((q - 1) * softplus(-x) - x)            (g / numel for 'mean').
+    Derivation: docs/backprop/binary_cross_entropy.md."""
+
+    saved_inputs = (0, 1)
+
+    def forward(self, x, y, weight=None, pos_weight=None, reduction="mean"):
+        xp = get_array_module(x)
+        log_weight = 1 if pos_weight is None else 1 + (pos_weight - 1) * y
+        loss = (1 - y) * x + log_weight * _softplus_neg(x, xp)
+        if weight is not None:
+            loss = loss * weight
+        self.x, self.y, self.weight, self.pos_weight, self.reduction = x, y, weight, pos_weight, reduction
+        return _reduce(loss, reduction, loss.size)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        x, y, q = self.x, self.y, self.pos_weight
+        scale = g / max(x.size, 1) if self.reduction == "mean" else g
+        if self.weight is not None:
+            scale = scale * self.weight
+        dx = dy = None
+        if self.needs_input_grad[0]:
+            with np.errstate(over="ignore"):  # exp(-x) = inf for x << 0 gives s = 0, as it should
+                s = 1 / (1 + xp.exp(-x))
+            dx = (s - y if q is None else (1 + (q - 1) * y) * s - q * y) * scale
+        if self.needs_input_grad[1]:
+            dy = (-x if q is None else (q - 1) * _softplus_neg(x, xp) - x) * scale
+        return dx, dy
 
 
 # ====================================================================== functional API and checks
@@ -310,3 +395,91 @@ def mse_loss(input, target, reduction="mean"):
     if input.dtype != target.dtype:
         raise TypeError(f"{op}: input has dtype {input.dtype.name} but target has dtype {target.dtype.name}")
     return MSELoss.apply(input, target, reduction=reduction)
+
+
+# ---------------------------------------------------------------------- binary cross-entropy
+def _check_binary(input, target, op):
+    _check_tensor(input, "input", op)
+    _check_tensor(target, "target", op)
+    if input.dtype.kind != "f":
+        raise TypeError(f"{op}: input must be a floating-point tensor, got dtype {input.dtype.name}")
+    if target.dtype != input.dtype:
+        raise TypeError(
+            f"{op}: target has dtype {target.dtype.name} but the input has dtype {input.dtype.name}; "
+            f"pass target.to({input.dtype.name}) (a 0/1 label tensor is float, as in PyTorch)"
+        )
+    if target.shape != input.shape:
+        raise ValueError(
+            f"{op}: target must have the input's shape {tuple(input.shape)} (one 0..1 label per "
+            f"prediction), got {tuple(target.shape)} (minicnn does not broadcast them silently)"
+        )
+
+
+def _check_elementwise_weight(w, input, name, op):
+    """A weight that broadcasts to the input's shape (without growing it), as a constant array of the
+    input's dtype on its device; None stays None."""
+    if w is None:
+        return None
+    _check_tensor(w, name, op)
+    try:
+        shape = np.broadcast_shapes(tuple(w.shape), tuple(input.shape))
+    except ValueError:
+        shape = None
+    if shape != tuple(input.shape):
+        raise ValueError(
+            f"{op}: {name} of shape {tuple(w.shape)} must broadcast to the input's shape "
+            f"{tuple(input.shape)}"
+        )
+    if w.device != input.device:
+        raise RuntimeError(f"{op}: {name} is on {w.device} but the input is on {input.device}")
+    if w.requires_grad:
+        raise RuntimeError(
+            f"{op}: the loss is not differentiable with respect to {name} (as in PyTorch); "
+            f"pass {name}.detach()"
+        )
+    return w.array if w.dtype == input.dtype else w.array.astype(input.dtype)
+
+
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
+    """Binary cross-entropy between probabilities ``input`` (any shape, values in [0, 1], e.g. after
+    a sigmoid) and ``target`` of the same shape, as ``torch.nn.functional.binary_cross_entropy``.
+    ``weight`` (broadcast to the input's shape) rescales each element's loss."""
+    op = "binary_cross_entropy"
+    _check_legacy(size_average, reduce, op)
+    _check_reduction(reduction, op)
+    _check_binary(input, target, op)
+    w = _check_elementwise_weight(weight, input, "weight", op)
+    p = input.array
+    if isinstance(p, np.ndarray):  # on a GPU: no check (it would wait for the device)
+        bad = ~((p >= 0) & (p <= 1))
+        if bad.any():
+            value = p[bad].reshape(-1)[0]
+            raise ValueError(
+                f"{op}: all elements of input should be between 0 and 1 (probabilities), found {value}; "
+                "for raw scores (logits) use binary_cross_entropy_with_logits"
+            )
+    return BinaryCrossEntropy.apply(input, target, weight=w, reduction=reduction)
+
+
+def binary_cross_entropy_with_logits(
+    input, target, weight=None, size_average=None, reduce=None, reduction="mean", pos_weight=None
+):
+    """Sigmoid and binary cross-entropy in one stable op, on raw scores ``input`` and 0..1 ``target``
+    of the same shape, as ``torch.nn.functional.binary_cross_entropy_with_logits``. ``weight``
+    rescales each element's loss; ``pos_weight`` (e.g. one value per class, broadcast along the last
+    axis) rescales the positive term y * log sigmoid(x)."""
+    op = "binary_cross_entropy_with_logits"
+    _check_legacy(size_average, reduce, op)
+    _check_reduction(reduction, op)
+    _check_binary(input, target, op)
+    w = _check_elementwise_weight(weight, input, "weight", op)
+    q = _check_elementwise_weight(pos_weight, input, "pos_weight", op)
+    return BinaryCrossEntropyWithLogits.apply(input, target, weight=w, pos_weight=q, reduction=reduction)
+
+
+def _check_legacy(size_average, reduce, op):
+    if size_average is not None or reduce is not None:
+        raise ValueError(
+            f"{op}: size_average and reduce are deprecated in PyTorch and not supported; "
+            "use reduction='mean', 'sum' or 'none'"
+        )

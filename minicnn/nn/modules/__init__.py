@@ -6,5 +6,5 @@ from minicnn.nn.modules.container import ModuleList, Sequential
 from minicnn.nn.modules.conv import Conv2d
 from minicnn.nn.modules.dropout import Dropout, Dropout2d
 from minicnn.nn.modules.linear import Flatten, Identity, Linear
-from minicnn.nn.modules.loss import CrossEntropyLoss, MSELoss, NLLLoss
+from minicnn.nn.modules.loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from minicnn.nn.modules.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d

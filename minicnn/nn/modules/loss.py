@@ -1,4 +1,5 @@
-"""Loss layers: ``CrossEntropyLoss``, ``NLLLoss``, ``MSELoss`` with PyTorch's arguments and reductions.
+"""Loss layers: ``CrossEntropyLoss``, ``NLLLoss``, ``MSELoss``, ``BCELoss``, ``BCEWithLogitsLoss`` with
+PyTorch's arguments and reductions.
 
 ``reduction``: ``'mean'`` (default), ``'sum'`` or ``'none'`` (per-element losses). With class
 ``weight`` and ``'mean'``, the weighted sum is divided by the sum of the weights of the targets
@@ -132,3 +133,41 @@ class MSELoss(_Loss):
                 f"got input {tuple(input.shape)} and target {tuple(target.shape)}"
             )
         return F.mse_loss(input, target, reduction=self.reduction)
+
+
+class BCELoss(_Loss):
+    """Binary cross-entropy -w * (y log p + (1 - y) log(1 - p)) between probabilities ``input`` in
+    [0, 1] (e.g. after ``Sigmoid``) and 0..1 targets of the same shape, reduced. ``weight`` rescales
+    each element's loss (it broadcasts to the input's shape)."""
+
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        if weight is not None and not isinstance(weight, Tensor):
+            raise TypeError("BCELoss: weight must be a minicnn Tensor (it broadcasts to the input) or None")
+        self.register_buffer("weight", weight)
+
+    def forward(self, input, target):
+        check_tensor(self, input)
+        check_tensor(self, target)
+        return F.binary_cross_entropy(input, target, weight=self.weight, reduction=self.reduction)
+
+
+class BCEWithLogitsLoss(_Loss):
+    """``Sigmoid`` and ``BCELoss`` in one numerically stable op, on raw scores (logits). ``weight``
+    rescales each element's loss; ``pos_weight`` (e.g. shape (C,) for C binary labels per sample)
+    rescales the positive term, trading recall against precision."""
+
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean", pos_weight=None):
+        super().__init__(size_average, reduce, reduction)
+        for name, value in (("weight", weight), ("pos_weight", pos_weight)):
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(f"BCEWithLogitsLoss: {name} must be a minicnn Tensor or None")
+        self.register_buffer("weight", weight)
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, input, target):
+        check_tensor(self, input)
+        check_tensor(self, target)
+        return F.binary_cross_entropy_with_logits(
+            input, target, weight=self.weight, reduction=self.reduction, pos_weight=self.pos_weight
+        )
