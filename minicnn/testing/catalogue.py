@@ -551,6 +551,80 @@ def _mse_run(cfg, ctx):
 _register(Check("mse_loss", "functional", _mse_sample, _mse_run, fixed=[dict(x=(3, 4), reduction="mean")]))
 
 
+def _bce_sample(rng):
+    shape = _shape(rng, 1, 3)
+    return dict(
+        x=shape,
+        hard=bool(rng.integers(0, 2)),  # 0/1 labels or soft targets
+        weight=_pick(rng, [None, "last", "full"]),
+        pos_weight=bool(rng.integers(0, 2)),
+        reduction=_pick(rng, ["mean", "sum", "none"]),
+    )
+
+
+def _bce_problem(cfg, ctx):
+    """Targets in [0, 1] (0/1 or soft), and a weight broadcast from the last axis or of full shape."""
+    shape = cfg["x"]
+    target = (ctx.rng.random(shape) > 0.5).astype(np.float64) if cfg["hard"] else ctx.rng.random(shape)
+    weight = {None: None, "last": shape[-1:], "full": shape}[cfg["weight"]]
+    return target, (None if weight is None else ctx.positive(weight))
+
+
+def _bce_run(cfg, ctx):
+    TF, r = ctx.torch.nn.functional, cfg["reduction"]
+    target, weight = _bce_problem(cfg, ctx)
+    p = ctx.rng.uniform(0.02, 0.98, cfg["x"])
+    extra = [] if weight is None else [weight]
+    return ctx.compare(
+        lambda a, t, *w: F.binary_cross_entropy(a, t, *w, reduction=r),
+        lambda a, t, *w: TF.binary_cross_entropy(a, t, *w, reduction=r),
+        p,
+        target,
+        *extra,
+        grad=[True, True] + [False] * len(extra),
+    )
+
+
+def _bce_logits_run(cfg, ctx):
+    TF, r = ctx.torch.nn.functional, cfg["reduction"]
+    target, weight = _bce_problem(cfg, ctx)
+    pos_weight = ctx.positive(cfg["x"][-1:]) * 2 if cfg["pos_weight"] else None
+    names = [n for n, v in (("weight", weight), ("pos_weight", pos_weight)) if v is not None]
+    extra = [v for v in (weight, pos_weight) if v is not None]
+
+    def call(fn):
+        return lambda a, t, *e: fn(a, t, reduction=r, **dict(zip(names, e)))
+
+    return ctx.compare(
+        call(F.binary_cross_entropy_with_logits),
+        call(TF.binary_cross_entropy_with_logits),
+        ctx.normal(cfg["x"], 3.0),
+        target,
+        *extra,
+        grad=[True, True] + [False] * len(extra),
+    )
+
+
+_register(
+    Check(
+        "binary_cross_entropy",
+        "functional",
+        _bce_sample,
+        _bce_run,
+        fixed=[dict(x=(4, 3), hard=True, weight="last", pos_weight=False, reduction="mean")],
+    )
+)
+_register(
+    Check(
+        "binary_cross_entropy_with_logits",
+        "functional",
+        _bce_sample,
+        _bce_logits_run,
+        fixed=[dict(x=(4, 3), hard=False, weight="full", pos_weight=True, reduction="sum")],
+    )
+)
+
+
 # ====================================================================== basic tensor ops
 def _broadcast_pair(rng):
     base = _shape(rng, 0, 4)
