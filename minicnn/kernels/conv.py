@@ -50,7 +50,15 @@ def im2col_loops(x, KH, KW, sh, sw, dh, dw, top, left, cols):
 def col2im_loops(dcols, KH, KW, sh, sw, dh, dw, top, left, dx):
     """Equals ``ops.conv.col2im`` (bit for bit: each pixel adds its gradients in the same order,
     kernel offset by kernel offset): dx[n, c, h, w] = sum of dcols[n, (c, i, j), oh, ow] over the
-    (i, j, oh, ow) with oh*sh + i*dh - top = h and ow*sw + j*dw - left = w. Fills ``dx`` (N, C, H, W)."""
+    (i, j, oh, ow) with oh*sh + i*dh - top = h and ow*sw + j*dw - left = w. Fills ``dx`` (N, C, H, W).
+
+    Written row by row: for a kernel offset (i, j), the ``ow`` whose ``w`` falls inside the image
+    form one range [ow_lo, ow_hi), found once, so the inner loop is a plain add of a row of dcols
+    into a row of dx (contiguous for stride 1), with no test per element. Its two indices are
+    unsigned: Numba adds a "negative index counts from the end" check to every signed index it
+    cannot prove >= 0, and that check keeps LLVM from vectorising the loop; here they are >= 0 by
+    construction. (Why: the loop with an ``if 0 <= w < W`` per element vectorised only with masked
+    loads and stores, 2-3x slower on AVX2 machines; docs/kernels.md.)"""
     N, C, H, W = dx.shape
     OH, OW = dcols.shape[2], dcols.shape[3]
     for nc in prange(N * C):  # each (sample, channel) plane belongs to one thread: the += cannot race
@@ -61,13 +69,18 @@ def col2im_loops(dcols, KH, KW, sh, sw, dh, dw, top, left, dx):
         for i in range(KH):
             for j in range(KW):
                 k = (c * KH + i) * KW + j
+                w0 = j * dw - left  # w = ow*sw + w0
+                ow_lo = 0  # the first ow with w >= 0 ...
+                while ow_lo < OW and ow_lo * sw + w0 < 0:
+                    ow_lo += 1
+                ow_hi = OW  # ... and one past the last with w < W
+                while ow_hi > ow_lo and (ow_hi - 1) * sw + w0 >= W:
+                    ow_hi -= 1
                 for oh in range(OH):
                     h = oh * sh + i * dh - top
                     if 0 <= h < H:
-                        for ow in range(OW):
-                            w = ow * sw + j * dw - left
-                            if 0 <= w < W:
-                                dx[n, c, h, w] += dcols[n, k, oh, ow]
+                        for ow in range(ow_lo, ow_hi):
+                            dx[n, c, h, np.uint64(ow * sw + w0)] += dcols[n, k, oh, np.uint64(ow)]
 
 
 @njit(parallel=True, cache=True)
