@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit, prange
 
 from minicnn._memory import MMAP_THRESHOLD
-from minicnn.kernels import twin
+from minicnn.kernels import twin, winograd
 from minicnn.ops import conv as textbook
 from minicnn.ops._geometry import ConvGeometry
 
@@ -155,6 +155,13 @@ class Conv2d(textbook.Conv2d):
         g = ConvGeometry(x.shape, weight.shape, None if bias is None else bias.shape,
                          stride, padding, dilation, groups)  # fmt: skip
         self.x, self.weight, self.g, self.has_bias = x, weight, g, bias is not None
+        # 3x3, stride 1, padding 1 with enough channels: Winograd (kernels/winograd.py, docs/kernels.md)
+        self.winograd = winograd.choose(g, x.dtype)
+        done = winograd.forward(x, weight, bias, g, self.winograd) if self.winograd else None
+        if done is not None:  # (None: inf or NaN in x or the weight; im2col spreads them as PyTorch)
+            out, self.winograd_U = done
+            return out
+        self.winograd = 0
         G, L = g.groups, g.OH * g.OW
         nbytes = g.N * g.C * g.KH * g.KW * L * x.itemsize
         keep = KEEP_COLUMNS and self.needs_input_grad[1] and nbytes <= KEEP_MAX  # for dW (see KEEP_COLUMNS)
@@ -170,6 +177,15 @@ class Conv2d(textbook.Conv2d):
         if not self.loops:
             return super().backward(grad_output)
         g = self.g
+        if self.winograd:
+            n = self.needs_input_grad
+            done = winograd.backward(self.x, self.winograd_U, grad_output, g, self.winograd, n[0], n[1])
+            if done is not None:  # (None: inf or NaN in grad_output: the im2col path below)
+                db = None
+                if self.has_bias and n[2]:
+                    db = np.einsum("nol->o", grad_output.reshape(g.N, g.O, -1))
+                return done[0], done[1], db
+        self.cols = getattr(self, "cols", None)
         G, L = g.groups, g.OH * g.OW
         gm = np.ascontiguousarray(grad_output).reshape(g.N, G, g.O // G, L)
         dx = dw = db = None
