@@ -470,6 +470,7 @@ def test_clamp_values_exactly_at_bounds(bounds, dtype, device):
     check_parity(lambda t: t.clip(lo, hi), lambda t: t.clip(lo, hi), [x], dtype=dtype, device=device)
 
 
+@pytest.mark.nonfinite
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # inf * 0 in the harness's sum(out * u)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bounds", CLAMP_BOUNDS, ids=str)

@@ -121,6 +121,7 @@ def test_batch_norm_kernels_pass_by_pass(dtype):
     np.testing.assert_array_equal(ours.reshape(shape), dx)
 
 
+@pytest.mark.nonfinite
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # inf - inf in the textbook
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_norm_nan_and_inf_stay_in_their_channel(training):

@@ -80,6 +80,7 @@ def test_max_pool2d_ties_match_torch_exactly(kwargs, values, device):
     check_max_pool(x, kwargs, rtol=0.0 if kwargs.get("stride") is None else 1e-13, device=device)
 
 
+@pytest.mark.nonfinite
 @pytest.mark.parametrize("kwargs", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1)])
 def test_max_pool2d_nan_and_inf(kwargs, device):
     """NaN counts as the maximum (PyTorch keeps the last NaN of a window); windows of -inf still
@@ -92,6 +93,7 @@ def test_max_pool2d_nan_and_inf(kwargs, device):
     check_max_pool(x, kwargs, rtol=0.0, device=device)
 
 
+@pytest.mark.nonfinite
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # inf * 0 in the harness's sum(out * u)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
@@ -328,6 +330,7 @@ def test_pooling_errors(fn, shape, kwargs, error, pattern):
         fn(mc.zeros(*shape), **kwargs)
 
 
+@pytest.mark.nonfinite
 @pytest.mark.parametrize(
     "shape,kwargs",
     [

@@ -86,27 +86,30 @@ class LeakyReLU(Function):
 
 class ELU(Function):
     """out = x if x > 0 else alpha * (exp(x) - 1).
-    dL/dx = g if x > 0 else g * alpha * exp(x)   (alpha at x == 0; g for a NaN input, as PyTorch)."""
+    dL/dx = g if x > 0 else g * alpha * exp(x)   (alpha at x == 0; NaN at a NaN input: 'x > 0' is
+    false there and alpha * exp(NaN) is NaN. PyTorch gives 1 or NaN there by SIMD path: docs/check.md)."""
 
     saved_inputs = ()  # a mask and alpha * exp(x) are kept
 
     def forward(self, x, alpha=1.0):
         xp = get_array_module(x)
-        negative = x <= 0
-        exp_neg = xp.exp(xp.minimum(x, 0))  # no overflow for large positive x
-        self.negative, self.alpha_exp = negative, alpha * exp_neg
-        return xp.where(negative, alpha * xp.expm1(xp.minimum(x, 0)), x)
+        positive = x > 0
+        exp_neg = xp.exp(xp.minimum(x, 0))  # no overflow for large positive x; NaN stays NaN
+        self.positive, self.alpha_exp = positive, alpha * exp_neg
+        return xp.where(positive, x, alpha * xp.expm1(xp.minimum(x, 0)))
 
     def backward(self, g):
         xp = get_array_module(g)
-        return xp.where(self.negative, g * self.alpha_exp, g)
+        return xp.where(self.positive, g, g * self.alpha_exp)
 
 
 class GELU(Function):
     """approximate='none': out = x * Phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2  (the normal CDF),
         dL/dx = g * (Phi(x) + x * phi(x)),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
     approximate='tanh': out = x/2 * (1 + t),  t = tanh(b (x + k x^3)),  b = sqrt(2/pi), k = 0.044715,
-        dL/dx = g * ((1 + t) / 2 + x/2 * (1 - t^2) * b * (1 + 3 k x^2))."""
+        dL/dx = g * ((1 + t) / 2 + x/2 * (1 - t^2) * b * (1 + 3 k x^2)).
+    Non-finite inputs: GELU(+inf) = +inf (PyTorch's float32 vector path gives NaN: docs/check.md),
+    GELU(-inf) = NaN (-inf * 0) and the gradient at +-inf is NaN (inf * 0), as in PyTorch."""
 
     def forward(self, x, approximate="none"):
         xp = get_array_module(x)

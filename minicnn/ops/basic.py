@@ -145,6 +145,15 @@ class Neg(Function):
         return -g
 
 
+def _power(a, b):
+    """a ** b, with PyTorch's values for the exponents it computes as sqrt and 1/sqrt: NaN for every
+    negative base, -inf included (C's pow gives (-inf) ** 0.5 = inf and (-inf) ** -0.5 = 0)."""
+    if np.isscalar(b) and b in (0.5, -0.5):
+        root = get_array_module(a).sqrt(a)
+        return root if b == 0.5 else 1 / root
+    return a**b
+
+
 class Pow(Function):
     """out = a ** b.   dL/da = g * b * a**(b-1)  (0 where b == 0),
     dL/db = g * out * log(a)  (0 where a == 0 and b >= 0, as PyTorch)."""
@@ -152,7 +161,7 @@ class Pow(Function):
     def forward(self, a, b):
         self.a, self.b = a, b
         self.shapes = (_shape(a), _shape(b))
-        self.out = a**b
+        self.out = _power(a, b)
         return self.out
 
     def backward(self, g):
@@ -163,7 +172,7 @@ class Pow(Function):
         with np.errstate(divide="ignore", invalid="ignore"):
             if self.needs_input_grad[0]:
                 if np.isscalar(b):
-                    ga = xp.zeros_like(g) if b == 0 else g * (b * a ** (b - 1))
+                    ga = xp.zeros_like(g) if b == 0 else g * (b * _power(a, b - 1))
                 else:
                     ga = xp.where(b == 0, 0, g * (b * a ** (b - 1)))
                 ga = unbroadcast(ga, self.shapes[0])
@@ -203,6 +212,17 @@ class Log(Function):
         return g / self.a
 
 
+class Log1p(Function):
+    """out = log(1 + a), exact for tiny a.   dL/da = g / (1 + a)."""
+
+    def forward(self, a):
+        self.a = a
+        return get_array_module(a).log1p(a)
+
+    def backward(self, g):
+        return g / (1 + self.a)
+
+
 class Sqrt(Function):
     """out = sqrt(a).   dL/da = g / (2 * out)."""
 
@@ -217,14 +237,15 @@ class Sqrt(Function):
 
 
 class Abs(Function):
-    """out = |a|.   dL/da = g * sign(a)  (0 at a == 0, as PyTorch)."""
+    """out = |a|.   dL/da = g * sign(a)  (sign 0 at a == 0 and at a NaN input, as PyTorch's sign)."""
 
     def forward(self, a):
         self.a = a
         return get_array_module(a).abs(a)
 
     def backward(self, g):
-        return g * get_array_module(g).sign(self.a)
+        a = self.a
+        return g * ((a > 0).astype(g.dtype) - (a < 0).astype(g.dtype))
 
 
 class Clamp(Function):
