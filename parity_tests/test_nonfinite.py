@@ -121,6 +121,7 @@ def _with_rule(ref, name, what, special, pos):
 # Losses: (minicnn, PyTorch, which inputs get the special value). Inputs: x (B, n) and its target.
 LOSSES = {
     "mse_loss": (F.mse_loss, TF.mse_loss),
+    "bce_with_logits": (F.binary_cross_entropy_with_logits, TF.binary_cross_entropy_with_logits),
     "mse_loss_none": (
         lambda x, t: F.mse_loss(x, t, reduction="none"),
         lambda x, t: TF.mse_loss(x, t, reduction="none"),
