@@ -404,3 +404,36 @@ def test_mnist_with_transform_reads_like_torchvision_and_batches_on_the_fast_pat
     np.testing.assert_array_equal(x.numpy()[1], other[1][0].numpy())
     with pytest.raises(TypeError, match="the third positional argument is transform="):
         MNIST(tmp_path, True, False)
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 3), (28, 28)], ids=["colour-HWC", "greyscale-HW"])
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_loader_batch_transforms_equal_on_both_paths(shape, num_workers):
+    """The same uint8 images as a list of (image, label) pairs (per-sample path: the collated batch is
+    (N, H, W[, C]) uint8) and as an ArraysDataset (fast path: gathered (N, C, H, W), then / 255): the
+    loader's ToTensor + Normalize give the same batches, bit for bit, and the torchvision recipe's values."""
+    rng = np.random.default_rng(7)
+    images = rng.integers(0, 256, size=(70, *shape), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=70)
+    channels = shape[2] if len(shape) == 3 else 1
+    mean, std = tuple(np.linspace(0.4, 0.5, channels)), tuple(np.linspace(0.2, 0.3, channels))
+    transform = Compose([ToTensor(), Normalize(mean, std)])
+    pairs = [(images[i], int(labels[i])) for i in range(len(images))]
+    per_sample = DataLoader(pairs, batch_size=64, transform=transform, num_workers=num_workers)
+    fast = DataLoader(ArraysDataset(images, labels), batch_size=64, transform=transform)
+    assert not per_sample._fast and fast._fast
+    batches = list(zip(per_sample, fast))
+    assert len(batches) == 2
+    for (x_slow, y_slow), (x_fast, y_fast) in batches:
+        assert x_slow.shape == (len(y_fast), channels, *shape[:2]) and x_slow.dtype == x_fast.dtype
+        np.testing.assert_array_equal(x_slow.numpy(), x_fast.numpy())
+        np.testing.assert_array_equal(y_slow.numpy(), y_fast.numpy())
+    reference = tvt.Compose([tvt.ToTensor(), tvt.Normalize(mean, std)])
+    first = torch.stack([reference(images[i]) for i in range(64)]).numpy()
+    np.testing.assert_allclose(batches[0][0][0].numpy(), first, rtol=1e-6, atol=1e-6)
+
+
+def test_loader_batch_totensor_refuses_other_uint8_layouts():
+    expected = r"ToTensor: a uint8 batch must be \(N, H, W\) or \(N, H, W, C\).*\(2, 3\)"
+    with pytest.raises(ValueError, match=expected):
+        ToTensor().apply(np.zeros((2, 3), np.uint8), None)

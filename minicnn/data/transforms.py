@@ -150,9 +150,13 @@ class ToTensor(Transform):
     """PIL image or uint8 ``(H, W[, C])`` array -> float ``(C, H, W)`` minicnn Tensor in [0, 1].
 
     As ``torchvision.transforms.ToTensor``: uint8 pixels are divided by 255 into the default
-    float dtype (float32); arrays of other dtypes keep their values and dtype. In the batch form
-    (a loader's batch, already float in [0, 1] and channels first) it changes nothing; a uint8
-    ``(N, C, H, W)`` batch is divided by 255.
+    float dtype (float32); arrays of other dtypes keep their values and dtype.
+
+    The batch form (``apply``, as a loader's ``transform=``) takes what the two loader paths give:
+    a float batch, already ``(N, C, H, W)`` in [0, 1] (the fast path), passes unchanged; a uint8
+    batch is a stack of the arrays ToTensor takes one at a time, ``(N, H, W)`` or ``(N, H, W, C)``
+    (the per-sample path's collated images), and becomes ``(N, C, H, W) / 255`` -- bit for bit
+    what the fast path makes of the same images.
     """
 
     def __init__(self):
@@ -186,7 +190,18 @@ class ToTensor(Transform):
     def apply(self, x, generator):
         from minicnn.dtypes import default_float
 
-        return x.astype(default_float()) / 255.0 if x.dtype == np.uint8 else x
+        if x.dtype != np.uint8:
+            return x
+        if x.ndim == 3:  # (N, H, W) greyscale -> (N, 1, H, W), a view
+            x = x[:, None]
+        elif x.ndim == 4:  # (N, H, W, C) -> (N, C, H, W), as the fast path lays its images out
+            x = get_array_module(x).ascontiguousarray(x.transpose(0, 3, 1, 2))
+        else:
+            raise ValueError(
+                "ToTensor: a uint8 batch must be (N, H, W) or (N, H, W, C) images, "
+                f"got shape {tuple(x.shape)}"
+            )
+        return x.astype(default_float()) / 255.0
 
     def __repr__(self):
         return "ToTensor()"
