@@ -6,7 +6,7 @@ PyTorch. Start with ``minicnn.Tensor``, ``minicnn.nn`` and ``minicnn.optim``.
 
 import builtins
 
-from minicnn import _memory, accelerator, backends, cuda, kernels, nn, optim
+from minicnn import _memory, _out, accelerator, backends, cuda, kernels, nn, optim
 from minicnn.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from minicnn.backend import Device, cuda_available
 from minicnn.creation import (
@@ -53,6 +53,7 @@ from minicnn.dtypes import (
     uint8,
 )
 from minicnn.kernels import use_kernels
+from minicnn.ops import scatter as _scatter
 from minicnn.ops.activation import log_softmax, relu, sigmoid, softmax, tanh
 from minicnn.ops.basic import (
     cat,
@@ -194,6 +195,64 @@ def ge(a, b):
 
 def equal(a, b) -> builtins.bool:
     return a.equal(b)
+
+
+def add(input, other, *, alpha=1):
+    return input + (other if alpha == 1 else other * alpha)
+
+
+def sub(input, other, *, alpha=1):
+    return input - (other if alpha == 1 else other * alpha)
+
+
+def mul(input, other):
+    return input * other
+
+
+def div(input, other):
+    return input / other
+
+
+def log1p(x):
+    return x.log1p()
+
+
+# ---- out= (minicnn/_out.py), as PyTorch: torch.mul(a, b, out=c) writes into c and returns it
+add, sub, mul, div, matmul, mm = (_out.with_out(f) for f in (add, sub, mul, div, matmul, mm))
+exp, log, log1p, sqrt, abs, pow = (_out.with_out(f) for f in (exp, log, log1p, sqrt, abs, pow))  # noqa: A001
+clamp, cat, stack, where = (_out.with_out(f) for f in (clamp, cat, stack, where))
+clip = clamp
+multiply, subtract, divide = mul, sub, div
+scatter = _scatter.scatter
+
+
+class inference_mode(set_grad_enabled):
+    """``with minicnn.inference_mode():`` (``torch.inference_mode``): no graph is recorded, as in
+    ``no_grad``; minicnn has no separate "inference tensors". ``inference_mode(False)`` records again.
+    Also a decorator, with or without parentheses."""
+
+    def __new__(cls, mode=True):
+        if callable(mode):  # @minicnn.inference_mode without parentheses
+            return cls()(mode)
+        return super().__new__(cls)
+
+    def __init__(self, mode=True):
+        super().__init__(not mode)
+
+
+_deterministic = False
+
+
+def use_deterministic_algorithms(mode, *, warn_only=False) -> None:
+    """Accepted, as ``torch.use_deterministic_algorithms``: minicnn's ops already give the same result
+    for the same input every run on the CPU; on a GPU the scatter-adds of indexing backward may sum in
+    a varying order (minicnn/backends/cudnn.py). The flag is kept for ``are_deterministic...``."""
+    global _deterministic
+    _deterministic = builtins.bool(mode)
+
+
+def are_deterministic_algorithms_enabled() -> builtins.bool:
+    return _deterministic
 
 
 # ----------------------------------------------------------------------------- data and checkpoints

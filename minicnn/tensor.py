@@ -602,6 +602,9 @@ class Tensor:
         from minicnn.ops.activation import relu
 
         return relu(self)
+    def log1p(self):
+        return _ops.Log1p.apply(self)
+
 
     def sigmoid(self):
         from minicnn.ops.activation import sigmoid
@@ -733,6 +736,23 @@ class Tensor:
         return _inplace.binary(self, other if alpha == 1 else other * alpha, _ops.Sub, np.subtract, "sub_")
 
     def mul_(self, other):
+    def scatter(self, dim, index, src=None, value=None, *, reduce=None):
+        """A copy with ``src`` (or ``value``) written at ``index`` along ``dim`` (minicnn/ops/scatter.py)."""
+        from minicnn.ops.scatter import scatter
+
+        return scatter(self, dim, index, src, value, reduce=reduce)
+
+    def scatter_(self, dim, index, src=None, value=None, *, reduce=None):
+        """``scatter`` in place: ``minicnn.zeros(10).scatter_(0, minicnn.tensor(label), value=1)``."""
+        from minicnn.ops.scatter import scatter
+
+        if isinstance(src, Tensor) and src.requires_grad and autograd.is_grad_enabled():
+            _inplace._check_leaf(self, "scatter_")  # src's gradient must flow: the tracking path
+            _inplace._check_not_a_view(self, "scatter_")
+            res = scatter(_inplace._old_value(self, copy=False), dim, index, src, value, reduce=reduce)
+            return _inplace._take_over(self, res, "scatter_")
+        return _inplace.unary(self, lambda t: scatter(t, dim, index, src, value, reduce=reduce), "scatter_")
+
         return _inplace.binary(self, other, _ops.Mul, np.multiply, "mul_")
 
     def div_(self, other):

@@ -30,3 +30,27 @@ linear = _linear.linear
 cross_entropy, nll_loss, mse_loss = _loss.cross_entropy, _loss.nll_loss, _loss.mse_loss
 binary_cross_entropy = _loss.binary_cross_entropy
 binary_cross_entropy_with_logits = _loss.binary_cross_entropy_with_logits
+
+
+# ---- one-hot labels (no gradient: integer in, integer out)
+def one_hot(tensor, num_classes=-1):
+    """``torch.nn.functional.one_hot``: int64 class indices of shape S -> int64 (*S, num_classes) with
+    a 1 at each index. ``num_classes=-1`` takes the largest index + 1 (on a GPU that reads the data
+    back, as PyTorch's does)."""
+    from minicnn.tensor import Tensor
+
+    if not isinstance(tensor, Tensor) or tensor.dtype.kind not in "iu":
+        got = tensor.dtype.name if isinstance(tensor, Tensor) else type(tensor).__name__
+        raise TypeError(f"one_hot: expected a tensor of int64 class indices, got {got}")
+    labels = tensor.array
+    xp = tensor._xp
+    if labels.size and int(labels.min()) < 0:
+        raise ValueError("one_hot: class values must be non-negative")
+    if num_classes == -1:
+        num_classes = int(labels.max()) + 1 if labels.size else 0
+    elif labels.size and int(labels.max()) >= num_classes:
+        raise ValueError(
+            f"one_hot: class values must be smaller than num_classes={num_classes}, found {int(labels.max())}"
+        )
+    out = (labels[..., None] == xp.arange(num_classes)).astype(xp.int64)
+    return Tensor._make(out)
