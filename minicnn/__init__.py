@@ -258,5 +258,6 @@ def are_deterministic_algorithms_enabled() -> builtins.bool:
 # ----------------------------------------------------------------------------- data and checkpoints
 # (minicnn.data, minicnn.serialization) torch.Generator's role: random_split(..., generator=...),
 # DataLoader(generator=...); minicnn.save/load above take nested checkpoints and read .pt files.
-from minicnn import utils  # noqa: E402  (torch.utils.data's names: minicnn.utils.data)
+from minicnn import utils  # noqa: E402, I001  (torch.utils.data's names: minicnn.utils.data)
+from minicnn import distributed, multiprocessing  # noqa: E402  (torch.distributed, torch.multiprocessing)
 from minicnn.data.sampler import Generator  # noqa: E402

@@ -256,6 +256,72 @@ def _topological_order(root_fn):
     return post_order
 
 
+# Post-accumulate-grad hooks (Tensor.register_post_accumulate_grad_hook): id(leaf) -> {handle id: hook},
+# the entry dropped when the leaf dies. Empty unless someone registered one (DistributedDataParallel
+# does), so backward pays nothing otherwise.
+_post_accumulate_grad_hooks = {}
+
+
+class _HookHandle:
+    """What ``register_post_accumulate_grad_hook`` returns: ``handle.remove()`` unregisters the hook."""
+
+    _next_id = 0
+
+    def __init__(self, hooks):
+        self.hooks, self.id = hooks, _HookHandle._next_id
+        _HookHandle._next_id += 1
+
+    def remove(self):
+        self.hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def register_post_accumulate_grad_hook(t, hook):
+    """Call ``hook(t)`` each backward, once ``t.grad`` holds all of this backward's gradient for ``t``.
+
+    PyTorch's semantics: only for leaves that require grad; the hook gets the tensor (read or change
+    ``t.grad`` in place) and returns None. The engine counts the edges of the graph that lead to ``t``
+    and runs the hook after the last one has delivered (a weight used twice fires once). Data-parallel
+    training starts the all-reduce of a gradient here, while backward goes on with the earlier layers.
+    """
+    if not callable(hook):
+        raise TypeError(f"register_post_accumulate_grad_hook: expected a callable, got {type(hook).__name__}")
+    if t.grad_fn is not None:
+        raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+    if not t.requires_grad:
+        raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+    hooks = _post_accumulate_grad_hooks.get(id(t))
+    if hooks is None:
+        hooks = _post_accumulate_grad_hooks[id(t)] = {}
+        weakref.finalize(t, _post_accumulate_grad_hooks.pop, id(t), None)
+    handle = _HookHandle(hooks)
+    hooks[handle.id] = hook
+    return handle
+
+
+def _run_post_accumulate_hooks(t):
+    for hook in list(_post_accumulate_grad_hooks.get(id(t), {}).values()):
+        if hook(t) is not None:
+            raise RuntimeError("a post accumulate grad hook must return None (change t.grad in place)")
+
+
+def _hooked_leaf_edges(order):
+    """For the leaves with post-accumulate hooks: how many graph edges lead to each ({id: [t, count]})."""
+    pending = {}
+    for fn in order:
+        for t, input_fn in zip(fn.inputs, fn.input_fns):
+            hooked = t is not None and input_fn is None and id(t) in _post_accumulate_grad_hooks
+            if hooked and t.requires_grad:
+                entry = pending.setdefault(id(t), [t, 0, False])
+                entry[1] += 1
+    return pending
+
+
 def _accumulate_leaf(t, g):
     """Leaves sum their gradients across backward calls, like PyTorch (call zero_grad to reset)."""
     from minicnn.tensor import Tensor
@@ -319,10 +385,15 @@ def _backward(root, gradient, retain_graph):
 
     if root.grad_fn is None:
         _accumulate_leaf(root, g)
+        if id(root) in _post_accumulate_grad_hooks:
+            _run_post_accumulate_hooks(root)
         return
 
     grads = {root.grad_fn: g}
-    for fn in _topological_order(root.grad_fn):
+    order = _topological_order(root.grad_fn)
+    # leaves with post-accumulate hooks: edges still to come, counted down as gradients arrive
+    pending = _hooked_leaf_edges(order) if _post_accumulate_grad_hooks else None
+    for fn in order:
         g = grads.pop(fn, None)
         if g is None:  # no gradient flowed into this op
             continue
@@ -343,6 +414,8 @@ def _backward(root, gradient, retain_graph):
         if not isinstance(in_grads, tuple):
             in_grads = (in_grads,)
         for t, input_fn, gi in zip(inputs, fn.input_fns, in_grads):
+            if pending and input_fn is None and t is not None and id(t) in pending:
+                _count_down(pending, t, delivered=gi is not None)  # after the delivery below
             if t is None or gi is None or not t.requires_grad:
                 continue
             if tuple(gi.shape) != tuple(t.shape):
@@ -356,8 +429,29 @@ def _backward(root, gradient, retain_graph):
             else:
                 with in_guard:
                     _deliver(grads, t, input_fn, gi)
+        if pending:
+            _fire_ready(pending)
         if not retain_graph:
             fn.release()
+    if pending:  # leaves some of whose edges carried no gradient: fire for what did arrive
+        for t, _, got in list(pending.values()):
+            if got:
+                _run_post_accumulate_hooks(t)
+        pending.clear()
+
+
+def _count_down(pending, t, delivered):
+    entry = pending[id(t)]
+    entry[1] -= 1
+    entry[2] = entry[2] or delivered
+
+
+def _fire_ready(pending):
+    """Run the hooks of the leaves whose last edge has delivered (this op's gradients are in .grad)."""
+    for key in [k for k, (_, left, _) in pending.items() if left == 0]:
+        t, _, got = pending.pop(key)
+        if got:
+            _run_post_accumulate_hooks(t)
 
 
 def _deliver(grads, t, input_fn, gi):

@@ -236,6 +236,16 @@ class Tensor:
     def retain_grad(self):
         autograd.retain_grad(self)
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """Run ``hook(self)`` in each backward once ``self.grad`` holds this backward's whole gradient.
+
+        As ``torch.Tensor.register_post_accumulate_grad_hook``: leaves that require grad only; the
+        hook returns None and may change ``self.grad`` in place; returns a handle (``.remove()``).
+        It fires while backward is still running through earlier layers: DistributedDataParallel
+        starts each bucket's all-reduce there (docs/autograd.md, docs/distributed.md).
+        """
+        return autograd.register_post_accumulate_grad_hook(self, hook)
+
     def detach(self):
         """The same memory (and version counter), cut from the graph."""
         t = Tensor._make(self.array)

@@ -21,6 +21,7 @@ from minicnn.data.datasets import CIFAR10, MNIST, ArraysDataset, DataError, Fash
 from minicnn.data.loader import DataLoader
 from minicnn.data.sampler import (
     BatchSampler,
+    DistributedSampler,
     Generator,
     RandomSampler,
     Sampler,

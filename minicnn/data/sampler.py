@@ -8,6 +8,8 @@ generator, so ``minicnn.manual_seed`` makes them reproducible.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from minicnn import random as _random
@@ -20,6 +22,7 @@ __all__ = [
     "SubsetRandomSampler",
     "WeightedRandomSampler",
     "BatchSampler",
+    "DistributedSampler",
 ]
 
 
@@ -203,3 +206,66 @@ class BatchSampler(Sampler):
     def __len__(self):
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+class DistributedSampler(Sampler):
+    """Each rank's share of the dataset, per epoch (``torch.utils.data.DistributedSampler``).
+
+    PyTorch's partition rule: take the epoch's order (``0..n-1``, or with ``shuffle`` a permutation
+    seeded by ``seed + epoch``, the same on every rank); make its length a multiple of
+    ``num_replicas`` -- by repeating its first indices (default) or, with ``drop_last``, by dropping
+    the tail; then rank r takes ``indices[r::num_replicas]``. The ranks' shares are disjoint (up to
+    the padding) and of equal length, so every rank runs the same number of steps.
+    Call ``set_epoch(epoch)`` before each epoch, or every epoch repeats the same order.
+    ``num_replicas``/``rank`` default to the process group's (``minicnn.distributed``).
+    The shuffled order is NumPy's permutation, not ``torch.randperm``'s: the same rule, other numbers.
+    """
+
+    def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0, drop_last=False):
+        if num_replicas is None or rank is None:
+            from minicnn import distributed as dist
+
+            if num_replicas is None:
+                num_replicas = dist.get_world_size()
+            if rank is None:
+                rank = dist.get_rank()
+        for name, value in (("num_replicas", num_replicas), ("rank", rank)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"DistributedSampler: {name} must be an integer, got {value!r}")
+        if num_replicas < 1:
+            raise ValueError(f"DistributedSampler: num_replicas must be at least 1, got {num_replicas}")
+        if rank >= num_replicas or rank < 0:
+            raise ValueError(f"Invalid rank {rank}, rank should be in the interval [0, {num_replicas - 1}]")
+        self.dataset, self.num_replicas, self.rank = dataset, int(num_replicas), int(rank)
+        self.epoch, self.drop_last, self.shuffle, self.seed = 0, bool(drop_last), bool(shuffle), int(seed)
+        n = len(dataset)
+        if self.drop_last and n % self.num_replicas != 0:
+            self.num_samples = math.ceil((n - self.num_replicas) / self.num_replicas)
+        else:
+            self.num_samples = math.ceil(n / self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch``'s order (with ``shuffle``): call it at the start of every epoch."""
+        self.epoch = int(epoch)
+
+    def order(self):
+        """This rank's indices for the current epoch, as a NumPy int64 array."""
+        n = len(self.dataset)
+        if self.shuffle:
+            indices = np.random.default_rng(self.seed + self.epoch).permutation(n)
+        else:
+            indices = np.arange(n)
+        if not self.drop_last:
+            padding = self.total_size - n
+            if padding > 0:
+                indices = np.concatenate([indices, np.resize(indices, padding)]) if n else indices
+        else:
+            indices = indices[: self.total_size]
+        return indices[self.rank : self.total_size : self.num_replicas].astype(np.int64)
+
+    def __iter__(self):
+        return iter(self.order().tolist())
+
+    def __len__(self):
+        return self.num_samples

@@ -1,7 +1,7 @@
 """``minicnn.nn``: ``Module``, layers with PyTorch's names, signatures and default initialisation,
 ``init`` (weight initialisers) and ``functional`` (``F``, the ops as functions)."""
 
-from minicnn.nn import functional, init, utils
+from minicnn.nn import functional, init, parallel, utils
 from minicnn.nn.module import IncompatibleKeys, Module, RemovableHandle
 from minicnn.nn.modules import (
     ELU,
@@ -32,4 +32,5 @@ from minicnn.nn.modules import (
     Softmax,
     Tanh,
 )
+from minicnn.nn.modules.syncbatchnorm import SyncBatchNorm
 from minicnn.nn.parameter import Parameter

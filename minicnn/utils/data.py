@@ -6,6 +6,7 @@ from minicnn.data import (  # noqa: F401
     ConcatDataset,
     DataLoader,
     Dataset,
+    DistributedSampler,
     RandomSampler,
     Sampler,
     SequentialSampler,

@@ -1,0 +1,3 @@
+"""``minicnn.nn.parallel``: ``DistributedDataParallel`` (data parallelism across processes)."""
+
+from minicnn.nn.parallel.distributed import DistributedDataParallel

@@ -1,0 +1,296 @@
+"""The MPI side of tests/test_distributed.py: scenarios that run in each rank under ``mpiexec``.
+
+``mpiexec -n P python tests/test_distributed_worker.py SCENARIO [ARGS]``. Each scenario computes
+its distributed result and, on rank 0, the single-process reference, then prints ``RESULT`` lines
+(JSON) that the pytest side reads and asserts against. It holds no tests of its own (pytest
+collects nothing here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import minicnn as mc  # noqa: E402
+import minicnn.distributed as dist  # noqa: E402
+from minicnn import nn, optim  # noqa: E402
+from minicnn.nn import functional as F  # noqa: E402
+from minicnn.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
+
+
+def result(**values):
+    print("RESULT " + json.dumps(values), flush=True)
+
+
+def small_cnn(seed, dtype=mc.float64):
+    """A small CNN without batch norm: conv-relu-pool, conv-relu, linear (float64)."""
+    mc.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 2 * 2, 5),
+    )  # fmt: skip
+    return model.to(dtype=dtype)
+
+
+def global_batch(n, seed=123):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 2, 8, 8))
+    y = rng.integers(0, 5, size=n)
+    return x, y
+
+
+def sgd(params):
+    return optim.SGD(params, lr=0.1, momentum=0.9)
+
+
+def weights(model):
+    return [p.numpy().copy() for p in model.parameters()]
+
+
+def max_diff(a, b):
+    return max(float(np.abs(u - v).max()) for u, v in zip(a, b))
+
+
+# ============================================================================ DDP = one big batch
+def ddp_big_batch(split, bucket_cap_mb, steps=5):
+    """p ranks with ``split[r]`` samples each vs one process on all of them (rank 0 computes both)."""
+    dist.init_process_group()
+    r, p = dist.get_rank(), dist.get_world_size()
+    split = [int(s) for s in split.split(",")]
+    assert len(split) == p, f"split {split} for {p} ranks"
+    n = sum(split)
+    start = sum(split[:r])
+    model = DDP(small_cnn(seed=100 + r), bucket_cap_mb=float(bucket_cap_mb))  # rank 0's weights win
+    opt = sgd(model.parameters())
+    for step in range(steps):
+        x, y = global_batch(n, seed=step)
+        xb, yb = mc.tensor(x[start : start + split[r]]), mc.tensor(y[start : start + split[r]])
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+    got = weights(model.module)
+    gathered = [None] * p
+    dist.all_gather_object(gathered, got)
+    if r == 0:
+        big = small_cnn(seed=100)
+        big_opt = sgd(big.parameters())
+        per_rank = small_cnn(seed=100)  # PyTorch's rule: the average of the ranks' mean gradients
+        per_opt = sgd(per_rank.parameters())
+        for step in range(steps):
+            x, y = global_batch(n, seed=step)
+            big_opt.zero_grad()
+            F.cross_entropy(big(mc.tensor(x)), mc.tensor(y)).backward()
+            big_opt.step()
+            per_opt.zero_grad()
+            loss = 0
+            for q in range(p):
+                s = sum(split[:q])
+                xq, yq = mc.tensor(x[s : s + split[q]]), mc.tensor(y[s : s + split[q]])
+                loss = loss + F.cross_entropy(per_rank(xq), yq) / p
+            loss.backward()
+            per_opt.step()
+        ref_big, ref_rule = weights(big), weights(per_rank)
+        result(
+            vs_big_batch=max_diff(got, ref_big),
+            vs_pytorch_rule=max_diff(got, ref_rule),
+            ranks_agree=max(max_diff(gathered[0], g) for g in gathered),
+            buckets=len(model._buckets),
+        )
+
+
+# ============================================================================ SyncBatchNorm
+def syncbn(per_rank, shape):
+    """SyncBatchNorm over p ranks vs torch.nn.BatchNorm2d on the whole batch (float64)."""
+    import torch
+
+    dist.init_process_group()
+    r, p = dist.get_rank(), dist.get_world_size()
+    b = int(per_rank)
+    c, h, w = (int(s) for s in shape.split(","))
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((p * b, c, h, w)) * 3 + 1
+    weight = rng.standard_normal((p * b, c, h, w))  # the loss is sum(out * weight): a non-trivial dL/dout
+    gamma, beta = rng.standard_normal(c), rng.standard_normal(c)
+
+    layer = nn.SyncBatchNorm.convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(c, momentum=0.3)))
+    layer = layer.to(dtype=mc.float64)
+    bn = layer[0]
+    with mc.no_grad():
+        bn.weight.copy_(mc.tensor(gamma))
+        bn.bias.copy_(mc.tensor(beta))
+    xs = mc.tensor(x[r * b : (r + 1) * b], requires_grad=True)
+    for _ in range(2):  # twice: the running statistics are updated twice
+        out = layer(xs)
+    (out * mc.tensor(weight[r * b : (r + 1) * b])).sum().backward()
+    outs, dxs = [None] * p, [None] * p
+    dist.all_gather_object(outs, out.numpy())
+    dist.all_gather_object(dxs, xs.grad.numpy())
+    dgamma, dbeta = bn.weight.grad, bn.bias.grad
+    dist.all_reduce(dgamma)
+    dist.all_reduce(dbeta)
+    if r == 0:
+        tbn = torch.nn.BatchNorm2d(c, momentum=0.3).double()
+        with torch.no_grad():
+            tbn.weight.copy_(torch.tensor(gamma))
+            tbn.bias.copy_(torch.tensor(beta))
+        tx = torch.tensor(x, requires_grad=True)
+        for _ in range(2):
+            tout = tbn(tx)
+        (tout * torch.tensor(weight)).sum().backward()
+        result(
+            type=type(bn).__name__,
+            out=float(np.abs(np.concatenate(outs) - tout.detach().numpy()).max()),
+            dx=float(np.abs(np.concatenate(dxs) - tx.grad.numpy()).max()),
+            dgamma=float(np.abs(dgamma.numpy() - tbn.weight.grad.numpy()).max()),
+            dbeta=float(np.abs(dbeta.numpy() - tbn.bias.grad.numpy()).max()),
+            running_mean=float(np.abs(bn.running_mean.numpy() - tbn.running_mean.numpy()).max()),
+            running_var=float(np.abs(bn.running_var.numpy() - tbn.running_var.numpy()).max()),
+        )
+
+
+# ============================================================================ hooks, overlap, no_sync
+def overlap():
+    """With small buckets, the first bucket's all-reduce starts before the last gradient is ready."""
+    dist.init_process_group()
+    model = DDP(small_cnn(seed=0), bucket_cap_mb=1e-4)
+    x, y = global_batch(4)
+    F.cross_entropy(model(mc.tensor(x)), mc.tensor(y)).backward()
+    log = model.bucket_log
+    ready = [i for i, (kind, _) in enumerate(log) if kind == "ready"]
+    first_start = log.index(("start", 0))
+    if dist.get_rank() == 0:
+        result(buckets=len(model._buckets), first_start=first_start, last_ready=ready[-1], log=log)
+
+
+def no_sync(k):
+    """k micro-batches, the first k-1 under no_sync, then one step = one step on their union."""
+    k = int(k)
+    dist.init_process_group()
+    r, p = dist.get_rank(), dist.get_world_size()
+    b = 3
+    model = DDP(small_cnn(seed=5))
+    opt = sgd(model.parameters())
+    x, y = global_batch(k * p * b, seed=9)
+    calls = {"n": 0}
+    original = dist.all_reduce
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    dist.all_reduce = counting
+    opt.zero_grad()
+    for j in range(k):
+        lo = (j * p + r) * b
+        xb, yb = mc.tensor(x[lo : lo + b]), mc.tensor(y[lo : lo + b])
+        if j < k - 1:
+            with model.no_sync():
+                (F.cross_entropy(model(xb), yb) / k).backward()
+            silent = calls["n"]
+        else:
+            (F.cross_entropy(model(xb), yb) / k).backward()
+    dist.all_reduce = original
+    opt.step()
+    got = weights(model.module)
+    if r == 0:
+        ref = small_cnn(seed=5)
+        ref_opt = sgd(ref.parameters())
+        F.cross_entropy(ref(mc.tensor(x)), mc.tensor(y)).backward()
+        ref_opt.step()
+        result(diff=max_diff(got, ref_opt and weights(ref)), reduces_under_no_sync=silent,
+               reduces_total=calls["n"])  # fmt: skip
+
+
+# ============================================================================ errors
+def mismatch():
+    """Rank 1 builds another model: DDP construction fails on every rank, with one clear line."""
+    dist.init_process_group()
+    r = dist.get_rank()
+    mc.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8 if r == 0 else 9), nn.ReLU(), nn.Linear(8 if r == 0 else 9, 2))
+    try:
+        DDP(model)
+    except RuntimeError as e:
+        print(f"rank {r} caught: {e}", flush=True)
+        return
+    print(f"rank {r}: no error", flush=True)
+
+
+def collectives():
+    """all_reduce with every op, async handles, broadcast, all_gather(_into_tensor), reduce_scatter."""
+    dist.init_process_group()
+    r, p = dist.get_rank(), dist.get_world_size()
+    out = {}
+    for op in ("SUM", "AVG", "PRODUCT", "MIN", "MAX"):
+        t = mc.tensor([r + 1.0, 2.0 * r - 1.0], dtype=mc.float64)
+        work = dist.all_reduce(t, getattr(dist.ReduceOp, op), async_op=True)
+        work.wait()
+        out[op] = t.numpy().tolist()
+    t = mc.arange(6, dtype=mc.float32).reshape(2, 3) * (r + 1)
+    tt = t.transpose(0, 1)  # not contiguous
+    dist.all_reduce(tt)
+    out["noncontiguous"] = t.numpy().tolist()
+    b = mc.full((3,), float(r))
+    dist.broadcast(b, src=p - 1)
+    out["broadcast"] = b.numpy().tolist()
+    parts = [mc.zeros(2, dtype=mc.int64) for _ in range(p)]
+    dist.all_gather(parts, mc.tensor([r, 10 * r]))
+    out["all_gather"] = [q.numpy().tolist() for q in parts]
+    big = mc.zeros(2 * p)
+    dist.all_gather_into_tensor(big, mc.tensor([float(r), -float(r)]))
+    out["all_gather_into_tensor"] = big.numpy().tolist()
+    small = mc.zeros(2)
+    dist.reduce_scatter_tensor(small, mc.arange(2 * p, dtype=mc.float32) + r)
+    out["reduce_scatter"] = small.numpy().tolist()
+    dist.barrier()
+    out["env"] = {k: os.environ.get(k) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
+                                                  "MASTER_ADDR", "MASTER_PORT")}  # fmt: skip
+    out["backend"] = dist.get_backend()
+    gathered = [None] * p
+    dist.all_gather_object(gathered, out)
+    if r == 0:
+        result(ranks=gathered)
+
+
+# ============================================================================ faults
+def raise_mid_training(pid_dir):
+    """Rank 1 raises at step 3; rank 0 would wait in its all-reduce forever without the abort."""
+    Path(pid_dir, f"rank{os.environ['RANK']}.pid").write_text(str(os.getpid()))
+    dist.init_process_group()
+    model = DDP(small_cnn(seed=0))
+    opt = sgd(model.parameters())
+    x, y = global_batch(4)
+    for step in range(1000):
+        if dist.get_rank() == 1 and step == 3:
+            raise ValueError("rank 1 failed on purpose at step 3")
+        opt.zero_grad()
+        F.cross_entropy(model(mc.tensor(x)), mc.tensor(y)).backward()
+        opt.step()
+        time.sleep(0.01)
+
+
+def kill_mid_training(pid_dir):
+    """Rank 1 kills itself with SIGKILL at step 3."""
+    Path(pid_dir, f"rank{os.environ['RANK']}.pid").write_text(str(os.getpid()))
+    dist.init_process_group()
+    model = DDP(small_cnn(seed=0))
+    x, y = global_batch(4)
+    for step in range(1000):
+        if dist.get_rank() == 1 and step == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        F.cross_entropy(model(mc.tensor(x)), mc.tensor(y)).backward()
+        time.sleep(0.01)
+
+
+if __name__ == "__main__":
+    globals()[sys.argv[1]](*sys.argv[2:])
