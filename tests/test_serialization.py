@@ -162,3 +162,93 @@ def test_training_state_errors(tmp_path):
     mc.save_training_state(tmp_path / "m.safetensors", m, epoch=1)
     with pytest.raises(RuntimeError, match="no optimizer state"):
         mc.load_training_state(tmp_path / "m.safetensors", m, optim.SGD(m.parameters(), lr=0.1))
+
+
+# ---------------------------------------------------------------- safetensors headers that lie
+def _safetensors_file(header, data: bytes, *, raw: bytes | None = None) -> bytes:
+    import json
+    import struct
+
+    text = raw if raw is not None else json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + data
+
+
+_A = np.arange(4, dtype="<f4").tobytes()  # 16 bytes
+_B = np.arange(2, dtype="<f4").tobytes()  # 8 bytes
+
+
+def _entry(shape, begin, end, dtype="F32"):
+    return {"dtype": dtype, "shape": shape, "data_offsets": [begin, end]}
+
+
+HEADER_CASES = {
+    # name: (file bytes, words the error must contain, or None where the file is valid)
+    "valid": (_safetensors_file({"a": _entry([4], 0, 16), "b": _entry([2], 16, 24)}, _A + _B), None),
+    "header order differs from the offsets'": (
+        _safetensors_file({"b": _entry([2], 16, 24), "a": _entry([4], 0, 16)}, _A + _B), None
+    ),
+    "an empty tensor beside another at 0": (
+        _safetensors_file({"e": _entry([0], 0, 0), "a": _entry([4], 0, 16)}, _A), None
+    ),
+    "blanks before the JSON": (
+        _safetensors_file(None, _A, raw=b'  {"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}'),
+        None,
+    ),
+    "overlapping": (
+        _safetensors_file({"a": _entry([4], 0, 16), "b": _entry([2], 8, 16)}, _A + _B),
+        ["'a'", "'b'", "overlap"],
+    ),
+    "the same bytes twice": (
+        _safetensors_file({"a": _entry([4], 0, 16), "b": _entry([4], 0, 16)}, _A),
+        ["'a'", "'b'", "overlap"],
+    ),
+    "a gap": (
+        _safetensors_file({"a": _entry([4], 0, 16), "b": _entry([2], 20, 28)}, _A + b"gap!" + _B),
+        ["[16, 20]", "'a'", "'b'", "no tensor"],
+    ),
+    "not starting at 0": (
+        _safetensors_file({"a": _entry([4], 8, 24)}, _B + _A), ["[0, 8]", "'a'", "no tensor"]
+    ),
+    "bytes after the last tensor": (
+        _safetensors_file({"a": _entry([4], 0, 16)}, _A + b"zz"),
+        ["'a'", "18 bytes", "2 bytes belong to no tensor"],
+    ),
+    "a name given twice": (
+        _safetensors_file(
+            None,
+            _A + _A,
+            raw=b'{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, '
+            b'"a": {"dtype": "F32", "shape": [4], "data_offsets": [16, 32]}}',
+        ),
+        ["'a' twice"],
+    ),
+    "a boolean in the shape": (
+        _safetensors_file({"a": _entry([True, 4], 0, 16)}, _A), ["tensor 'a'", "malformed"]
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(HEADER_CASES))
+def test_safetensors_header_checks_agree_with_the_library(tmp_path, case):
+    """minicnn.load refuses exactly the files the safetensors library refuses, with one line that names
+    the file and the tensors; the valid ones load to the library's arrays."""
+    import safetensors.numpy
+
+    data, words = HEADER_CASES[case]
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(data)
+    if words is None:
+        expected = safetensors.numpy.load(data)
+        loaded = mc.load(path)
+        assert set(loaded) == set(expected)
+        for name, array in expected.items():
+            np.testing.assert_array_equal(loaded[name].numpy(), array)
+        return
+    with pytest.raises(Exception):  # noqa: B017 - the library's own error type
+        safetensors.numpy.load(data)
+    with pytest.raises(mc.serialization.CheckpointError) as info:
+        mc.load(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    for word in words:
+        assert word in message, (word, message)

@@ -9,6 +9,13 @@ after a crash or power loss the path holds either the old checkpoint or the new 
 "__metadata__": {str: str}}``, then the raw little-endian tensor bytes. Writing goes through the
 ``safetensors`` package (so a file is byte for byte what ``safetensors.numpy.save_file`` writes);
 reading is done here, which lets bfloat16 tensors (no NumPy dtype) be upcast to float32 exactly.
+
+Reading checks the header as the safetensors library does, and refuses a file that breaks a rule
+with a one-line error naming the file and the tensors: each entry has a known dtype, a shape of
+non-negative integers and two integer offsets whose difference is the shape's byte size; no name
+appears twice; taken in the order of their offsets (the header's own order does not matter), the
+tensors tile the data section exactly -- the first starts at byte 0, each starts where the one
+before ends (no overlap, no gap), and the last ends at the end of the file.
 """
 
 from __future__ import annotations
@@ -134,7 +141,7 @@ def read_bytes(f, who: str) -> tuple[bytes, str]:
 
 def sniff(data: bytes) -> str | None:
     """'safetensors', 'zip' (torch.save), 'pickle' (torch.save's legacy format) or None, from the bytes."""
-    if len(data) >= 9 and data[8:9] == b"{":
+    if len(data) >= 9 and data[8 : 8 + 64].lstrip(b" \t\r\n")[:1] == b"{":  # JSON may start with blanks
         return "safetensors"
     if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"
@@ -149,6 +156,20 @@ def _corrupt(where, why):
     )
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicate_keys(pairs):
+    """``json.loads`` hook: a key given twice is an error (Python's json would keep the last one)."""
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
 def parse_header(data: bytes, where: str) -> tuple[dict, int]:
     """``(header dict, offset of the data section)``."""
     if len(data) < 8:
@@ -159,7 +180,9 @@ def parse_header(data: bytes, where: str) -> tuple[dict, int]:
             where, f"its first 8 bytes announce a {n}-byte header but the file has {len(data)} bytes"
         )
     try:
-        header = json.loads(data[8 : 8 + n].decode("utf-8"))
+        header = json.loads(data[8 : 8 + n].decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except _DuplicateKey as e:
+        raise _corrupt(where, f"its JSON header names {e.args[0]!r} twice") from None
     except (UnicodeDecodeError, ValueError) as e:
         raise _corrupt(where, f"its JSON header does not parse ({e})") from None
     if not isinstance(header, dict):
@@ -188,11 +211,7 @@ def read_safetensors(data: bytes, where: str) -> tuple[OrderedDict, dict]:
             continue
         try:
             dtype_name, shape, (begin, end) = info["dtype"], list(info["shape"]), info["data_offsets"]
-            ok = (
-                all(isinstance(s, int) and s >= 0 for s in shape)
-                and isinstance(begin, int)
-                and isinstance(end, int)
-            )
+            ok = all(_is_count(v) for v in (*shape, begin, end))
         except (TypeError, KeyError, ValueError):
             ok = False
         if not ok:
@@ -215,9 +234,11 @@ def read_safetensors(data: bytes, where: str) -> tuple[OrderedDict, dict]:
                 f"tensor {name!r} needs bytes up to {end} of the data section but the file has only {size} "
                 f"(the file is {start + size} bytes, at least {start + end} expected)",
             )
-        entries.append((begin, name, dtype_name, dtype, shape, end))
+        entries.append((begin, end, name, dtype_name, dtype, shape))
+    entries.sort()
+    _check_tiling([(name, begin, end) for begin, end, name, *_ in entries], size, where)
     arrays = OrderedDict()
-    for begin, name, dtype_name, dtype, shape, end in sorted(entries):
+    for begin, end, name, dtype_name, dtype, shape in entries:
         if end == begin:
             a = np.empty(shape, dtype=dtype)
         else:
@@ -225,3 +246,35 @@ def read_safetensors(data: bytes, where: str) -> tuple[OrderedDict, dict]:
             a = a.reshape(shape)
         arrays[name] = bf16_to_float32(a) if dtype_name == "BF16" else a
     return arrays, meta
+
+
+def _is_count(v) -> bool:
+    """A JSON non-negative integer (``True`` is not one, though Python's bool is an int)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _check_tiling(spans, size, where):
+    """``spans``: ``(name, begin, end)`` sorted by offsets. They must cover ``[0, size)`` of the data
+    section exactly, one after the other, as the safetensors library requires."""
+    position, previous = 0, None
+    for name, begin, end in spans:
+        if begin < position:
+            raise _corrupt(
+                where,
+                f"tensors {previous[0]!r} (bytes [{previous[1]}, {previous[2]}]) and {name!r} "
+                f"(bytes [{begin}, {end}]) overlap in the data section",
+            )
+        if begin > position:
+            after = f"after tensor {previous[0]!r}" if previous else "at the start of the data section"
+            raise _corrupt(
+                where,
+                f"bytes [{position}, {begin}] {after} belong to no tensor: tensor {name!r} starts at {begin}",
+            )
+        position, previous = end, (name, begin, end)
+    if position != size:
+        last = f"the last tensor, {previous[0]!r}, ends" if previous else "with no tensor listed, they end"
+        raise _corrupt(
+            where,
+            f"the data section has {size} bytes but {last} at byte {position}: "
+            f"{size - position} bytes belong to no tensor",
+        )
