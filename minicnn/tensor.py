@@ -602,6 +602,9 @@ class Tensor:
     def log(self):
         return _ops.Log.apply(self)
 
+    def log1p(self):
+        return _ops.Log1p.apply(self)
+
     def sqrt(self):
         return _ops.Sqrt.apply(self)
 
@@ -612,9 +615,6 @@ class Tensor:
         from minicnn.ops.activation import relu
 
         return relu(self)
-    def log1p(self):
-        return _ops.Log1p.apply(self)
-
 
     def sigmoid(self):
         from minicnn.ops.activation import sigmoid
@@ -736,16 +736,6 @@ class Tensor:
     def clamp(self, min=None, max=None):
         return _ops.clamp(self, min, max)
 
-    clip = clamp
-
-    # ----------------------------------------------------------------- in place (minicnn/_inplace.py)
-    def add_(self, other, alpha=1):
-        return _inplace.binary(self, other if alpha == 1 else other * alpha, _ops.Add, np.add, "add_")
-
-    def sub_(self, other, alpha=1):
-        return _inplace.binary(self, other if alpha == 1 else other * alpha, _ops.Sub, np.subtract, "sub_")
-
-    def mul_(self, other):
     def scatter(self, dim, index, src=None, value=None, *, reduce=None):
         """A copy with ``src`` (or ``value``) written at ``index`` along ``dim`` (minicnn/ops/scatter.py)."""
         from minicnn.ops.scatter import scatter
@@ -763,6 +753,16 @@ class Tensor:
             return _inplace._take_over(self, res, "scatter_")
         return _inplace.unary(self, lambda t: scatter(t, dim, index, src, value, reduce=reduce), "scatter_")
 
+    clip = clamp
+
+    # ----------------------------------------------------------------- in place (minicnn/_inplace.py)
+    def add_(self, other, alpha=1):
+        return _inplace.binary(self, other if alpha == 1 else other * alpha, _ops.Add, np.add, "add_")
+
+    def sub_(self, other, alpha=1):
+        return _inplace.binary(self, other if alpha == 1 else other * alpha, _ops.Sub, np.subtract, "sub_")
+
+    def mul_(self, other):
         return _inplace.binary(self, other, _ops.Mul, np.multiply, "mul_")
 
     def div_(self, other):
