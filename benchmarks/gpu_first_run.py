@@ -54,7 +54,8 @@ DEFAULT_STAGES = "env,check,bench,mnist,parity"
 # Per stage: the most it may take (s), and the least worth starting it with. A later stage's minimum
 # is kept in reserve while an earlier one runs, so the parity suite (last) gets whatever is left.
 LIMITS = {"check": (150, 30), "bench": (240, 60), "mnist": (240, 60), "parity": (600, 30), "cifar": (150, 60)}
-SHARED_DATA = Path(os.environ.get("MINICNN_SHARED_DATA", "/work/shared/data"))
+# Where --pack-data reads the datasets: $MINICNN_SHARED_DATA, else ../shared/data from the working dir.
+SHARED_DATA = Path(os.environ.get("MINICNN_SHARED_DATA", "../shared/data"))
 PACK_LIMIT_MIB = 52  # the data's share of the 64 MiB that travel (the working tree is ~3 MiB)
 
 

@@ -7,7 +7,7 @@ background). The MLP has one weight per (pixel, unit): a digit moved by a few pi
 weights that never saw it. The CNN slides the same filters everywhere and max-pools, so its
 features move with the digit; only the final dense layer is position-specific.
 
-    python examples/lessons/l2_translation.py --data-dir /work/shared/data     # ~4-6 min on 2 CPU cores
+    python examples/lessons/l2_translation.py --data-dir DIR     # ~4-6 min on 2 CPU cores
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Three experiments with the same small MLP (784-128-10, plain SGD) on an MNIST su
 3. **Learning-rate sweep**: one epoch for each rate; too small crawls, too large diverges -- the
    loss becomes infinite/NaN, which is caught (the run stops) instead of crashing.
 
-    python examples/lessons/l3_minibatch.py --data-dir /work/shared/data     # ~1 min on 2 CPU cores
+    python examples/lessons/l3_minibatch.py --data-dir DIR     # ~1 min on 2 CPU cores
 """
 
 from __future__ import annotations

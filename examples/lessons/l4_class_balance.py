@@ -8,7 +8,7 @@
    imbalanced model favours the majority class -- its recall goes up, every other class pays,
    and many of the other digits are predicted as the majority class.
 
-    python examples/lessons/l4_class_balance.py --data-dir /work/shared/data     # ~1 min on 2 CPU cores
+    python examples/lessons/l4_class_balance.py --data-dir DIR     # ~1 min on 2 CPU cores
 """
 
 from __future__ import annotations

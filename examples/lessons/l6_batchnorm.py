@@ -15,7 +15,7 @@ on an MNIST subset:
    variance of the first conv layer's output; the error should shrink like (1 - momentum)^t;
 3. training with and without BatchNorm at three learning rates (loss curves).
 
-    python examples/lessons/l6_batchnorm.py --data-dir /work/shared/data     # ~2-3 min on 2 CPU cores
+    python examples/lessons/l6_batchnorm.py --data-dir DIR     # ~2-3 min on 2 CPU cores
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@
    class (the trained CNN's accuracy barely changes on flipped test images); a vertical flip of a
    6 or a 9 is no longer that digit (the MNIST model's accuracy on flipped 6s and 9s collapses).
 
-    python examples/lessons/l7_overfitting.py --data-dir /work/shared/data     # ~4-6 min on 2 CPU cores
+    python examples/lessons/l7_overfitting.py --data-dir DIR     # ~4-6 min on 2 CPU cores
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Trains the MNIST CNN (``mnist_cnn()``, 32 first-layer 3x3 filters) and the CIFAR
 
 It prints how far training moved the first-layer weights and the test accuracy reached.
 
-    python examples/lessons/l8_first_layer.py --data-dir /work/shared/data     # ~4-6 min on 2 CPU cores
+    python examples/lessons/l8_first_layer.py --data-dir DIR     # ~4-6 min on 2 CPU cores
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ layer's weights: in the plain network the signal shrinks at every layer on the w
 again on the way back, so the first layers get almost no gradient; with shortcuts the gradient
 reaches every layer. Then both train with the same SGD settings (lr 0.02, momentum 0.9).
 
-    python examples/lessons/l9_residual.py --data-dir /work/shared/data     # ~3-5 min on 2 CPU cores
+    python examples/lessons/l9_residual.py --data-dir DIR     # ~3-5 min on 2 CPU cores
 """
 
 from __future__ import annotations
