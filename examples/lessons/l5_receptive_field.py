@@ -68,13 +68,17 @@ def gradient_region(net, in_channels, size, n_images=1, positive=False, seed=0):
         else np.ones((n_images, in_channels, size, size))
     )
     x = mc.tensor(x, dtype=mc.float64, requires_grad=True)
-    out = net(x)
-    h, w = out.shape[-2:]
-    ci, cj = h // 2, w // 2
-    # One output unit per image: the most active channel at the centre (a ReLU unit at 0 passes no
-    # gradient). Summing over images keeps their gradients apart (image n only reaches x[n]).
-    channel = out.numpy()[:, :, ci, cj].argmax(axis=1)
-    out[np.arange(len(channel)), channel, ci, cj].sum().backward()
+    # The textbook tier (im2col): a pixel outside the field gets exactly 0. The kernels tier computes
+    # 3x3 convolutions by Winograd (docs/backprop/winograd.md), whose transforms add and subtract
+    # values that cancel only up to rounding, leaving ~1e-17 where the exact gradient is 0.
+    with mc.use_kernels(False):
+        out = net(x)
+        h, w = out.shape[-2:]
+        ci, cj = h // 2, w // 2
+        # One output unit per image: the most active channel at the centre (a ReLU unit at 0 passes no
+        # gradient). Summing over images keeps their gradients apart (image n only reaches x[n]).
+        channel = out.numpy()[:, :, ci, cj].argmax(axis=1)
+        out[np.arange(len(channel)), channel, ci, cj].sum().backward()
     return np.abs(x.grad.numpy()).sum(axis=(0, 1)), (ci, cj)
 
 
