@@ -2,6 +2,7 @@
 
     python examples/cifar10_cnn.py     # ./data: cifar-10-batches-py/ or cifar10/cifar10_uint8.npz
     python examples/cifar10_cnn.py --data-dir /path/to/cifar10_uint8.npz --epochs 2 --limit-train 5000
+    python -m minicnn.distributed.run --nproc-per-node 2 examples/cifar10_cnn.py --sync-bn
 
 Augmentation on the device, per batch: random crop 32 with 4 pixels of zero padding, random
 horizontal flip, per-channel normalisation. SGD with Nesterov momentum 0.9 and weight decay
@@ -14,11 +15,14 @@ from __future__ import annotations
 from common import (
     epoch_printer,
     limit,
-    loader_seed,
     parse_args,
     pick_device,
     require_batches,
     run,
+    setup_distributed,
+    train_loader,
+    unwrap,
+    wrap_model,
     write_report,
 )
 
@@ -45,12 +49,14 @@ def main(argv=None):
         argv, __doc__.splitlines()[0], epochs=30, batch_size=128, lr=0.05, out="runs/cifar10_cnn"
     )
     device = pick_device(args.device)
+    setup_distributed(args)
     mc.manual_seed(args.seed)
-    train_set, test_set, train_loader, test_loader = cifar10_data(args, device, test_batch_size=500)
-    model = cifar_cnn().to(device)
+    train_set, test_set, train, test_loader = cifar10_data(args, device, test_batch_size=500)
+    model = wrap_model(cifar_cnn().to(device), args)
     print(model)
-    history = fit_one_cycle(model, args, train_loader, test_loader)
-    return write_report(model, history, test_set, test_loader, args.out, "CIFAR-10 CNN")
+    history = fit_one_cycle(model, args, train, test_loader)
+    if args.rank == 0:  # one process writes the report
+        return write_report(unwrap(model), history, test_set, test_loader, args.out, "CIFAR-10 CNN")
 
 
 def cifar10_data(args, device, test_batch_size):
@@ -60,15 +66,15 @@ def cifar10_data(args, device, test_batch_size):
     train_set = limit(CIFAR10(args.data_dir, train=True, download=True), args.limit_train)
     test_set = limit(CIFAR10(args.data_dir, train=False, download=True), args.limit_test)
     print(f"train: {train_set}\ntest:  {test_set}\ndevice: {device}")
-    sample_grid(train_set, n=25, path=f"{args.out}/samples.png", title="CIFAR-10: training samples")
+    if args.rank == 0:
+        sample_grid(train_set, n=25, path=f"{args.out}/samples.png", title="CIFAR-10: training samples")
 
     normalize = Normalize(CIFAR_MEAN, CIFAR_STD)
     augment = Compose([RandomCrop(32, padding=4), RandomHorizontalFlip(), normalize])
-    train_loader = DataLoader(train_set, args.batch_size, shuffle=True, drop_last=True, device=device,
-                              transform=augment, seed=loader_seed(args))  # fmt: skip
-    require_batches(train_loader, args, drop_last=True)
+    train = train_loader(train_set, args, drop_last=True, device=device, transform=augment)
+    require_batches(train, args, drop_last=True)
     test_loader = DataLoader(test_set, test_batch_size, device=device, transform=normalize)
-    return train_set, test_set, train_loader, test_loader
+    return train_set, test_set, train, test_loader
 
 
 def fit_one_cycle(model, args, train_loader, test_loader):

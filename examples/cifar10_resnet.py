@@ -14,7 +14,16 @@ from __future__ import annotations
 import argparse
 
 from cifar10_cnn import cifar10_data, fit_one_cycle
-from common import parse_args, pick_device, positive_int, run, write_report
+from common import (
+    parse_args,
+    pick_device,
+    positive_int,
+    run,
+    setup_distributed,
+    unwrap,
+    wrap_model,
+    write_report,
+)
 
 import minicnn as mc
 from minicnn.models import resnet
@@ -24,13 +33,16 @@ def main(argv=None):
     args = parse_args(argv, __doc__.splitlines()[0], epochs=20, batch_size=256, lr=0.1,
                       out="runs/cifar10_resnet", add_arguments=_resnet_arguments)  # fmt: skip
     device = pick_device(args.device)
+    setup_distributed(args)
     mc.manual_seed(args.seed)
     train_set, test_set, train_loader, test_loader = cifar10_data(args, device, test_batch_size=1000)
-    model = resnet(args.depth, width=args.width).to(device)
+    model = wrap_model(resnet(args.depth, width=args.width).to(device), args)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"ResNet-{args.depth}, width {args.width}: {n_params:,} parameters")
     history = fit_one_cycle(model, args, train_loader, test_loader)
-    return write_report(model, history, test_set, test_loader, args.out, f"CIFAR-10 ResNet-{args.depth}")
+    if args.rank == 0:  # one process writes the report
+        title = f"CIFAR-10 ResNet-{args.depth}"
+        return write_report(unwrap(model), history, test_set, test_loader, args.out, title)
 
 
 def _depth(text):

@@ -78,6 +78,14 @@ def parse_args(argv, description, *, epochs, batch_size, lr, out, add_arguments=
     p.add_argument("--out", default=out, help="folder for the checkpoint, history and figures")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch only)")
+    p.add_argument(
+        "--distributed", action="store_true",
+        help="data-parallel over the processes of mpiexec / python -m minicnn.distributed.run "
+        "(on by itself when there are several); --batch-size is then the global batch",
+    )  # fmt: skip
+    p.add_argument(
+        "--sync-bn", action="store_true", help="BatchNorm statistics over all processes (SyncBatchNorm)"
+    )
     if add_arguments is not None:
         add_arguments(p)
     args = p.parse_args(argv)
@@ -87,6 +95,65 @@ def parse_args(argv, description, *, epochs, batch_size, lr, out, add_arguments=
                 p.error(f"argument --out: {str(folder)!r} is a file; --out must name a folder")
             break
     return args
+
+
+def setup_distributed(args):
+    """Start data-parallel training when asked (``--distributed``) or launched with several processes.
+
+    Sets ``args.rank``, ``args.world_size`` and ``args.per_rank_batch``: ``--batch-size`` stays the
+    global batch (as in PyTorch's ImageNet example), split evenly over the processes, so the learning
+    rate needs no scaling. On ranks other than 0, printing is switched off: only rank 0 prints and
+    writes files. Says the global batch and the learning rate in one line.
+    """
+    import os
+
+    from minicnn import distributed as dist
+
+    args.rank, args.world_size, args.per_rank_batch = 0, 1, args.batch_size
+    if not (args.distributed or dist.env.launched_world_size() > 1):
+        return args
+    dist.init_process_group()
+    args.rank, args.world_size = dist.get_rank(), dist.get_world_size()
+    if args.batch_size % args.world_size:
+        raise SystemExit(
+            f"error: --batch-size {args.batch_size} (the global batch) must be a multiple of the "
+            f"{args.world_size} processes"
+        )
+    args.per_rank_batch = args.batch_size // args.world_size
+    if args.rank != 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (rank 0 prints for the job)
+    print(f"distributed: {args.world_size} processes x {args.per_rank_batch} images = global batch "
+          f"{args.batch_size}, learning rate {args.lr:g} (as one process with --batch-size "
+          f"{args.batch_size}: no scaling){', SyncBatchNorm' if args.sync_bn else ''}")  # fmt: skip
+    return args
+
+
+def train_loader(dataset, args, **kwargs):
+    """The training DataLoader: shuffled by ``--seed``; with several processes, each takes its share
+    of every epoch (DistributedSampler, whose set_epoch ``fit`` calls) in batches of its part of the
+    global batch."""
+    from minicnn.data import DataLoader, DistributedSampler
+
+    if args.world_size == 1:
+        return DataLoader(dataset, args.batch_size, shuffle=True, seed=loader_seed(args), **kwargs)
+    sampler = DistributedSampler(dataset, args.world_size, args.rank, shuffle=True, seed=loader_seed(args),
+                                 drop_last=kwargs.get("drop_last", False))  # fmt: skip
+    return DataLoader(dataset, args.per_rank_batch, sampler=sampler, seed=loader_seed(args), **kwargs)
+
+
+def wrap_model(model, args):
+    """``--sync-bn``: BatchNorm -> SyncBatchNorm; with several processes: DistributedDataParallel."""
+    from minicnn import nn
+    from minicnn.nn.parallel import DistributedDataParallel
+
+    if args.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return DistributedDataParallel(model) if args.world_size > 1 else model
+
+
+def unwrap(model):
+    """The model inside DistributedDataParallel (what rank 0 saves and reports on)."""
+    return getattr(model, "module", model)
 
 
 def loader_seed(args) -> int:

@@ -215,6 +215,8 @@ def _train_epoch(model, loader, optimizer, loss_fn, scheduler, epoch, epochs, pr
             bar.update(1)
     finally:
         bar.close()
+    if _rank_and_world()[1] > 1:
+        _sum_over_ranks(stats)
     if stats.seen == 0:
         raise _empty_loader("fit", "training", loader)
     mean_loss, acc = stats.read()
@@ -222,6 +224,28 @@ def _train_epoch(model, loader, optimizer, loss_fn, scheduler, epoch, epochs, pr
         raise _diverged(mean_loss, epoch, len(loader), checkpoint)
     elapsed = time.perf_counter() - start
     return mean_loss, acc, elapsed, stats.seen / max(elapsed, 1e-9)
+
+
+def _rank_and_world():
+    """(rank, world size) of minicnn.distributed's process group; (0, 1) without one."""
+    from minicnn import distributed as dist
+
+    if not dist.is_initialized():
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _sum_over_ranks(stats):
+    """Data-parallel training: the epoch's loss sum, correct count and images of all ranks (one
+    all-reduce), so that every rank reports the statistics of the whole epoch."""
+    from minicnn import distributed as dist
+    from minicnn.creation import tensor
+    from minicnn.dtypes import float64
+
+    totals = tensor([float(stats.loss_sum), float(stats.correct), float(stats.seen)], dtype=float64)
+    dist.all_reduce(totals)
+    loss_sum, correct, seen = totals.numpy().tolist()
+    stats.loss_sum, stats.correct, stats.seen = loss_sum, int(correct), int(seen)
 
 
 def _current_lr(optimizer):
@@ -255,6 +279,10 @@ def fit(
       or started from scratch is printed in one line, with or without ``progress``.
     * ``progress``: a tqdm bar per epoch (running loss, accuracy, images/s) and one summary
       line per epoch.
+    * Data-parallel (``minicnn.distributed`` initialised, the model in DistributedDataParallel):
+      each epoch calls the training sampler's ``set_epoch(epoch)`` (DistributedSampler); the
+      training loss, accuracy and images/s are those of all ranks together (one all-reduce per
+      epoch); only rank 0 shows progress and writes the checkpoint, which every rank resumes from.
 
     History keys: ``epoch, train_loss, train_acc, val_loss, val_acc, lr, epoch_time_s,
     images_per_s`` (accuracies in [0, 1], ``lr`` at the start of each epoch).
@@ -271,7 +299,11 @@ def fit(
     if resume and checkpoint is None:
         raise ValueError("fit: resume=True needs checkpoint_dir (the folder of checkpoint.safetensors)")
     history, first_epoch = _new_history(), 1
+    rank, _ = _rank_and_world()  # data-parallel: every rank trains, rank 0 alone prints and saves
+    progress = progress and rank == 0
     say = tqdm.write if progress else print  # whether training resumed is said even without progress bars
+    if rank != 0:
+        say = _silent
     if resume and checkpoint.is_file():
         try:
             state = load_training_state(checkpoint, model, optimizer, scheduler)
@@ -290,7 +322,10 @@ def fit(
     if checkpoint is not None:
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
 
+    sampler = getattr(train_loader, "sampler", None)
     for epoch in range(first_epoch, epochs + 1):
+        if hasattr(sampler, "set_epoch"):  # DistributedSampler: this epoch's order, the same on every rank
+            sampler.set_epoch(epoch)
         lr = _current_lr(optimizer)
         good = checkpoint if checkpoint is not None and checkpoint.is_file() else None
         train_loss, train_acc, seconds, speed = _train_epoch(
@@ -307,7 +342,7 @@ def fit(
             history[key].append(value)
         if progress:
             tqdm.write(_summary(row, epochs))
-        if checkpoint is not None:
+        if checkpoint is not None and rank == 0:
             extra = {"history": history}
             if hasattr(train_loader, "state_dict"):
                 extra["train_loader"] = train_loader.state_dict()
@@ -317,6 +352,10 @@ def fit(
                 tqdm.write(f"a callback stopped training after epoch {epoch}")
             break
     return history
+
+
+def _silent(*args, **kwargs):
+    pass
 
 
 def format_epoch(history, index, epochs) -> str:

@@ -220,12 +220,13 @@ def test_post_accumulate_grad_hook_matches_torch():
     for lib, make in (("torch", lambda a: torch.tensor(a, requires_grad=True)),
                       ("minicnn", lambda a: mc.tensor(a, requires_grad=True))):  # fmt: skip
         w, x = make(w_np), make(x_np)
-        log = []
-        w.register_post_accumulate_grad_hook(lambda t: log.append(("w", t.grad.numpy().copy())))
-        x.register_post_accumulate_grad_hook(lambda t: log.append(("x", t.grad.numpy().copy())))
+        log = logs[lib] = []
+        for name, leaf in (("w", w), ("x", x)):
+            leaf.register_post_accumulate_grad_hook(
+                lambda t, name=name, log=log: log.append((name, t.grad.numpy().copy()))
+            )
         for _ in range(2):  # grads accumulate across backward calls; the hook sees the sum
             (w * x + w * w).sum().backward()
-        logs[lib] = log
     assert [k for k, _ in logs["minicnn"]] == [k for k, _ in logs["torch"]]
     assert len(logs["minicnn"]) == 4  # once per leaf per backward, though w is used three times
     for (_, a), (_, b) in zip(logs["minicnn"], logs["torch"]):
@@ -397,3 +398,102 @@ def test_a_rank_killed_with_sigkill_ends_the_job(tmp_path):
     assert not any(_alive(pid) for pid in pids)
 
 
+
+
+# ============================================================================ the examples, distributed
+def _example(script, *args, timeout=120, launcher=True):
+    cmd = [sys.executable, "-m", "minicnn.distributed.run", "--nproc-per-node", "2"] if launcher else []
+    cmd = cmd + [str(ROOT / "examples" / script), "--device", "cpu", "--no-progress", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=clean_env(), cwd=ROOT)
+
+
+@needs_mpi
+def test_mnist_example_under_the_launcher_prints_and_writes_on_rank_0_only(tmp_path):
+    from tests.test_data import write_mnist_raw
+
+    write_mnist_raw(tmp_path / "data")
+    out = tmp_path / "out"
+    proc = _example("mnist_cnn.py", "--data-dir", tmp_path / "data", "--batch-size", "4", "--epochs", "2",
+                    "--out", out, "--distributed")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = proc.stdout
+    assert text.count("test accuracy:") == 1 and text.count("epoch 2/2: train loss") == 1
+    assert "distributed: 2 processes x 2 images = global batch 4, learning rate 0.001" in text
+    history = json.loads((out / "history.json").read_text())
+    assert history["epoch"] == [1, 2]
+    assert all(n == 12 for n in np.round(np.array(history["images_per_s"]) * history["epoch_time_s"]))
+    assert (out / "model.safetensors").is_file() and (out / "curves.png").is_file()
+
+
+@needs_mpi
+def test_cifar_example_with_sync_bn_on_its_own_under_mpiexec(tmp_path):
+    """Started by plain mpiexec (no --distributed): data-parallel because the world size is 2."""
+    from tests.test_data import write_npz
+
+    write_npz(tmp_path / "cifar.npz")
+    cmd = [str(MPIEXEC), "-n", "2", sys.executable, str(ROOT / "examples" / "cifar10_cnn.py"), "--device",
+           "cpu", "--no-progress", "--data-dir", str(tmp_path / "cifar.npz"), "--batch-size", "4", "--epochs",
+           "1", "--out", str(tmp_path / "out"), "--sync-bn"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=clean_env(), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "global batch 4" in proc.stdout and ", SyncBatchNorm" in proc.stdout
+    assert proc.stdout.count("SyncBatchNorm(") >= 3 and proc.stdout.count("test accuracy:") == 1
+
+
+def _rank_pid(marker, rank):
+    """The pid of the process whose command line holds ``marker`` and whose MPI rank is ``rank``."""
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmdline = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            environ = (d / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker in cmdline and "_bootstrap" in cmdline and f"PMI_RANK={rank}".encode() in environ:
+            return int(d.name)
+    return None
+
+
+@needs_mpi
+def test_sigkill_of_a_rank_ends_the_job_and_resume_continues(tmp_path):
+    """SIGKILL rank 1 after the first checkpoint: rank 0 ends within 60 s, its last checkpoint loads,
+    and --resume continues from it."""
+    from minicnn.serialization import load_training_state
+    from tests.test_data import write_mnist_raw
+
+    write_mnist_raw(tmp_path / "data")
+    out = tmp_path / "out"
+    args = ["--data-dir", tmp_path / "data", "--batch-size", "4", "--out", out, "--distributed"]
+    cmd = [sys.executable, "-m", "minicnn.distributed.run", "--nproc-per-node", "2",
+           str(ROOT / "examples" / "mnist_cnn.py"), "--device", "cpu", "--no-progress", *map(str, args),
+           "--epochs", "400"]  # fmt: skip
+    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
+                           cwd=ROOT, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while not (out / "checkpoint.safetensors").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        victim = _rank_pid(str(out), 1)
+        assert victim is not None and job.poll() is None
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        _, stderr = job.communicate(timeout=60)
+        assert time.monotonic() - killed < 60 and job.returncode != 0
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+    from minicnn.models import mnist_cnn
+
+    ddp_like = nn.Module()  # the checkpoint holds DistributedDataParallel's keys: module.<name>
+    ddp_like.module = mnist_cnn()
+    state = load_training_state(out / "checkpoint.safetensors", ddp_like)  # intact: it loads
+    done = int(state["epoch"])
+    assert 1 <= done < 400
+    proc = _example("mnist_cnn.py", *args, "--epochs", done + 2, "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"after epoch {done}" in proc.stdout and f"epoch {done + 1}/{done + 2}" in proc.stdout
+    assert f"epoch {done}/" not in proc.stdout  # the epochs before the checkpoint are not trained again
+    history = json.loads((out / "history.json").read_text())
+    assert history["epoch"] == list(range(1, done + 3))
