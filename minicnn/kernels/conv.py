@@ -157,9 +157,10 @@ class Conv2d(textbook.Conv2d):
         self.x, self.weight, self.g, self.has_bias = x, weight, g, bias is not None
         # 3x3, stride 1, padding 1 with enough channels: Winograd (kernels/winograd.py, docs/kernels.md)
         self.winograd = winograd.choose(g, x.dtype)
-        done = winograd.forward(x, weight, bias, g, self.winograd) if self.winograd else None
+        keep = KEEP_COLUMNS and self.needs_input_grad[1]
+        done = winograd.forward(x, weight, bias, g, self.winograd, keep) if self.winograd else None
         if done is not None:  # (None: inf or NaN in x or the weight; im2col spreads them as PyTorch)
-            out, self.winograd_U = done
+            out, self.winograd_U, self.winograd_V = done
             return out
         self.winograd = 0
         G, L = g.groups, g.OH * g.OW
@@ -179,7 +180,8 @@ class Conv2d(textbook.Conv2d):
         g = self.g
         if self.winograd:
             n = self.needs_input_grad
-            done = winograd.backward(self.x, self.winograd_U, grad_output, g, self.winograd, n[0], n[1])
+            U, V = self.winograd_U, self.winograd_V
+            done = winograd.backward(self.x, U, V, grad_output, g, self.winograd, n[0], n[1])
             if done is not None:  # (None: inf or NaN in grad_output: the im2col path below)
                 db = None
                 if self.has_bias and n[2]:

@@ -34,6 +34,8 @@ import threading
 import numpy as np
 from numba import njit, prange
 
+from minicnn._memory import MMAP_THRESHOLD
+
 # ---------------------------------------------------------------------------- the transform matrices
 # Points 0, 1, -1 (F(2,3)) and 0, 1, -1, 2, -2 (F(4,3)), plus "infinity" (Lavin & Gray 2016).
 # The kernels below apply them as explicit adds; these arrays are the reference for the tests and the
@@ -77,6 +79,7 @@ AT = {
 # ---------------------------------------------------------------------------- which algorithm
 ENABLED = True  # False: every conv2d runs the im2col twin (to compare, or to get its bit-for-bit results)
 LOOP_DTYPES = (np.float32, np.float64)
+CHUNKS = 256  # prange iterations per pass: each takes a run of planes and allocates its small buffers once
 
 
 def choose(g, dtype):
@@ -183,30 +186,35 @@ def f2_input_transform(x, V):
     N, C, H, W = x.shape
     TH, TW = (H + 1) // 2, (W + 1) // 2
     bad = 0
-    for nc in prange(N * C):  # one (sample, channel) plane: writes V[:, c, its tiles]
-        n, c = nc // C, nc % C
+    planes = N * C
+    chunks = min(planes, CHUNKS)
+    for chunk in prange(chunks):  # a run of (sample, channel) planes, its buffers allocated once
         xp = np.zeros((2 * TH + 2, 2 * TW + 2), x.dtype)  # the plane with its zero border
-        nonfinite = 0
-        for h in range(H):
-            for w in range(W):
-                v = x[n, c, h, w]
-                nonfinite += not np.isfinite(v)
-                xp[h + 1, w + 1] = v
-        bad += nonfinite
         z = np.empty((4, 2 * TW + 2), x.dtype)
-        for th in range(TH):
-            r = 2 * th
-            for w in range(2 * TW + 2):  # B^T down the 4 rows of this row of tiles
-                z[0, w], z[1, w], z[2, w], z[3, w] = bt4(xp[r, w], xp[r + 1, w], xp[r + 2, w], xp[r + 3, w])
-            t0 = (n * TH + th) * TW
-            for k in range(4):  # then B^T along each of the 4 rows, tile by tile
-                for tw in range(TW):
-                    j = 2 * tw
-                    v0, v1, v2, v3 = bt4(z[k, j], z[k, j + 1], z[k, j + 2], z[k, j + 3])
-                    V[4 * k, c, t0 + tw] = v0
-                    V[4 * k + 1, c, t0 + tw] = v1
-                    V[4 * k + 2, c, t0 + tw] = v2
-                    V[4 * k + 3, c, t0 + tw] = v3
+        for nc in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):  # plane (n, c)
+            n, c = nc // C, nc % C
+            nonfinite = 0
+            for h in range(H):
+                for w in range(W):
+                    v = x[n, c, h, w]
+                    nonfinite += not np.isfinite(v)
+                    xp[h + 1, w + 1] = v
+            bad += nonfinite
+            for th in range(TH):
+                r = 2 * th
+                for w in range(2 * TW + 2):  # B^T down the 4 rows of this row of tiles
+                    z[0, w], z[1, w], z[2, w], z[3, w] = bt4(
+                        xp[r, w], xp[r + 1, w], xp[r + 2, w], xp[r + 3, w]
+                    )
+                t0 = (n * TH + th) * TW
+                for k in range(4):  # then B^T along each of the 4 rows, tile by tile
+                    for tw in range(TW):
+                        j = 2 * tw
+                        v0, v1, v2, v3 = bt4(z[k, j], z[k, j + 1], z[k, j + 2], z[k, j + 3])
+                        V[4 * k, c, t0 + tw] = v0
+                        V[4 * k + 1, c, t0 + tw] = v1
+                        V[4 * k + 2, c, t0 + tw] = v2
+                        V[4 * k + 3, c, t0 + tw] = v3
     return bad
 
 
@@ -215,27 +223,30 @@ def f2_output_transform(M, bias, out):
     """out[n, o, 2th+i, 2tw+j] = (A^T M[:, o, t] A)[i, j] + bias[o], the tiles cropped at the border."""
     N, O, H, W = out.shape
     TH, TW = (H + 1) // 2, (W + 1) // 2
-    for no in prange(N * O):
-        n, o = no // O, no % O
-        b = bias[o]
+    planes = N * O
+    chunks = min(planes, CHUNKS)
+    for chunk in prange(chunks):  # a run of (sample, channel) planes, its buffers allocated once
         s = np.empty((4, 2, TW), M.dtype)
         rows = np.empty((2, 2 * TW), M.dtype)
-        for th in range(TH):
-            t0 = (n * TH + th) * TW
-            for k in range(4):  # A^T along each row of every tile
-                for tw in range(TW):
-                    t = t0 + tw
-                    s[k, 0, tw], s[k, 1, tw] = at4(M[4 * k, o, t], M[4 * k + 1, o, t], M[4 * k + 2, o, t],
-                                                   M[4 * k + 3, o, t])  # fmt: skip
-            for j in range(2):  # then A^T down the columns: two output rows
-                for tw in range(TW):
-                    w = 2 * tw + j
-                    rows[0, w], rows[1, w] = at4(s[0, j, tw], s[1, j, tw], s[2, j, tw], s[3, j, tw])
-            for i in range(2):
-                h = 2 * th + i
-                if h < H:
-                    for w in range(W):
-                        out[n, o, h, w] = rows[i, w] + b
+        for no in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):
+            n, o = no // O, no % O
+            b = bias[o]
+            for th in range(TH):
+                t0 = (n * TH + th) * TW
+                for k in range(4):  # A^T along each row of every tile
+                    for tw in range(TW):
+                        t = t0 + tw
+                        s[k, 0, tw], s[k, 1, tw] = at4(M[4 * k, o, t], M[4 * k + 1, o, t], M[4 * k + 2, o, t],
+                                                       M[4 * k + 3, o, t])  # fmt: skip
+                for j in range(2):  # then A^T down the columns: two output rows
+                    for tw in range(TW):
+                        w = 2 * tw + j
+                        rows[0, w], rows[1, w] = at4(s[0, j, tw], s[1, j, tw], s[2, j, tw], s[3, j, tw])
+                for i in range(2):
+                    h = 2 * th + i
+                    if h < H:
+                        for w in range(W):
+                            out[n, o, h, w] = rows[i, w] + b
 
 
 @njit(parallel=True, cache=True)
@@ -245,29 +256,32 @@ def f2_grad_output_transform(gy, dM):
     N, O, H, W = gy.shape
     TH, TW = (H + 1) // 2, (W + 1) // 2
     bad = 0
-    for no in prange(N * O):
-        n, o = no // O, no % O
+    planes = N * O
+    chunks = min(planes, CHUNKS)
+    for chunk in prange(chunks):  # a run of (sample, channel) planes, its buffers allocated once
         gp = np.zeros((2 * TH, 2 * TW), gy.dtype)
-        nonfinite = 0
-        for h in range(H):
-            for w in range(W):
-                v = gy[n, o, h, w]
-                nonfinite += not np.isfinite(v)
-                gp[h, w] = v
-        bad += nonfinite
         q = np.empty((4, 2 * TW), gy.dtype)
-        for th in range(TH):
-            r = 2 * th
-            for w in range(2 * TW):  # A down the columns: 2 rows -> 4
-                q[0, w], q[1, w], q[2, w], q[3, w] = a4(gp[r, w], gp[r + 1, w])
-            t0 = (n * TH + th) * TW
-            for k in range(4):  # then A along the rows, tile by tile
-                for tw in range(TW):
-                    m0, m1, m2, m3 = a4(q[k, 2 * tw], q[k, 2 * tw + 1])
-                    dM[4 * k, o, t0 + tw] = m0
-                    dM[4 * k + 1, o, t0 + tw] = m1
-                    dM[4 * k + 2, o, t0 + tw] = m2
-                    dM[4 * k + 3, o, t0 + tw] = m3
+        for no in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):
+            n, o = no // O, no % O
+            nonfinite = 0
+            for h in range(H):
+                for w in range(W):
+                    v = gy[n, o, h, w]
+                    nonfinite += not np.isfinite(v)
+                    gp[h, w] = v
+            bad += nonfinite
+            for th in range(TH):
+                r = 2 * th
+                for w in range(2 * TW):  # A down the columns: 2 rows -> 4
+                    q[0, w], q[1, w], q[2, w], q[3, w] = a4(gp[r, w], gp[r + 1, w])
+                t0 = (n * TH + th) * TW
+                for k in range(4):  # then A along the rows, tile by tile
+                    for tw in range(TW):
+                        m0, m1, m2, m3 = a4(q[k, 2 * tw], q[k, 2 * tw + 1])
+                        dM[4 * k, o, t0 + tw] = m0
+                        dM[4 * k + 1, o, t0 + tw] = m1
+                        dM[4 * k + 2, o, t0 + tw] = m2
+                        dM[4 * k + 3, o, t0 + tw] = m3
     return bad
 
 
@@ -278,34 +292,38 @@ def f2_grad_input_transform(dV, dx):
     of ``f2_input_transform``."""
     N, C, H, W = dx.shape
     TH, TW = (H + 1) // 2, (W + 1) // 2
-    for nc in prange(N * C):  # one plane per iteration: the overlapping += stay in one thread
-        n, c = nc // C, nc % C
+    planes = N * C
+    chunks = min(planes, CHUNKS)
+    for chunk in prange(chunks):  # a run of (sample, channel) planes, its buffers allocated once
         dxp = np.zeros((2 * TH + 2, 2 * TW + 2), dx.dtype)
         f = np.empty((4, 4, TW), dx.dtype)
         e = np.empty((4, 2 * TW + 2), dx.dtype)
-        for th in range(TH):
-            t0 = (n * TH + th) * TW
-            for k in range(4):  # B along the rows of every tile
-                for tw in range(TW):
-                    t = t0 + tw
-                    f[k, 0, tw], f[k, 1, tw], f[k, 2, tw], f[k, 3, tw] = b4(
-                        dV[4 * k, c, t], dV[4 * k + 1, c, t], dV[4 * k + 2, c, t], dV[4 * k + 3, c, t]
-                    )
-            e[:] = 0
-            for k in range(4):  # the tiles of this row, added where they overlap
-                for j in range(4):
+        for nc in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):  # plane (n, c)
+            n, c = nc // C, nc % C
+            dxp[:] = 0
+            for th in range(TH):
+                t0 = (n * TH + th) * TW
+                for k in range(4):  # B along the rows of every tile
                     for tw in range(TW):
-                        e[k, 2 * tw + j] += f[k, j, tw]
-            r = 2 * th
-            for w in range(2 * TW + 2):  # then B down the columns, into the 4 rows of the tiles
-                d0, d1, d2, d3 = b4(e[0, w], e[1, w], e[2, w], e[3, w])
-                dxp[r, w] += d0
-                dxp[r + 1, w] += d1
-                dxp[r + 2, w] += d2
-                dxp[r + 3, w] += d3
-        for h in range(H):
-            for w in range(W):
-                dx[n, c, h, w] = dxp[h + 1, w + 1]
+                        t = t0 + tw
+                        f[k, 0, tw], f[k, 1, tw], f[k, 2, tw], f[k, 3, tw] = b4(
+                            dV[4 * k, c, t], dV[4 * k + 1, c, t], dV[4 * k + 2, c, t], dV[4 * k + 3, c, t]
+                        )
+                e[:] = 0
+                for k in range(4):  # the tiles of this row, added where they overlap
+                    for j in range(4):
+                        for tw in range(TW):
+                            e[k, 2 * tw + j] += f[k, j, tw]
+                r = 2 * th
+                for w in range(2 * TW + 2):  # then B down the columns, into the 4 rows of the tiles
+                    d0, d1, d2, d3 = b4(e[0, w], e[1, w], e[2, w], e[3, w])
+                    dxp[r, w] += d0
+                    dxp[r + 1, w] += d1
+                    dxp[r + 2, w] += d2
+                    dxp[r + 3, w] += d3
+            for h in range(H):
+                for w in range(W):
+                    dx[n, c, h, w] = dxp[h + 1, w + 1]
 
 
 # ---------------------------------------------------------------------------- F(4x4, 3x3) passes
@@ -317,35 +335,39 @@ def f4_input_transform(x, V):
     N, C, H, W = x.shape
     TH, TW = (H + 3) // 4, (W + 3) // 4
     bad = 0
-    for nc in prange(N * C):
-        n, c = nc // C, nc % C
+    planes = N * C
+    chunks = min(planes, CHUNKS)
+    for chunk in prange(chunks):  # a run of (sample, channel) planes, its buffers allocated once
         xp = np.zeros((4 * TH + 2, 4 * TW + 2), x.dtype)
-        nonfinite = 0
-        for h in range(H):
-            for w in range(W):
-                v = x[n, c, h, w]
-                nonfinite += not np.isfinite(v)
-                xp[h + 1, w + 1] = v
-        bad += nonfinite
         z = np.empty((6, 4 * TW + 2), x.dtype)
-        for th in range(TH):
-            r = 4 * th
-            for w in range(4 * TW + 2):
-                z[0, w], z[1, w], z[2, w], z[3, w], z[4, w], z[5, w] = bt6(
-                    xp[r, w], xp[r + 1, w], xp[r + 2, w], xp[r + 3, w], xp[r + 4, w], xp[r + 5, w]
-                )
-            t0 = (n * TH + th) * TW
-            for k in range(6):
-                for tw in range(TW):
-                    j = 4 * tw
-                    v0, v1, v2, v3, v4, v5 = bt6(z[k, j], z[k, j + 1], z[k, j + 2], z[k, j + 3], z[k, j + 4],
-                                                 z[k, j + 5])  # fmt: skip
-                    V[6 * k, c, t0 + tw] = v0
-                    V[6 * k + 1, c, t0 + tw] = v1
-                    V[6 * k + 2, c, t0 + tw] = v2
-                    V[6 * k + 3, c, t0 + tw] = v3
-                    V[6 * k + 4, c, t0 + tw] = v4
-                    V[6 * k + 5, c, t0 + tw] = v5
+        for nc in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):
+            n, c = nc // C, nc % C
+            nonfinite = 0
+            for h in range(H):
+                for w in range(W):
+                    v = x[n, c, h, w]
+                    nonfinite += not np.isfinite(v)
+                    xp[h + 1, w + 1] = v
+            bad += nonfinite
+            for th in range(TH):
+                r = 4 * th
+                for w in range(4 * TW + 2):
+                    z[0, w], z[1, w], z[2, w], z[3, w], z[4, w], z[5, w] = bt6(
+                        xp[r, w], xp[r + 1, w], xp[r + 2, w], xp[r + 3, w], xp[r + 4, w], xp[r + 5, w]
+                    )
+                t0 = (n * TH + th) * TW
+                for k in range(6):
+                    for tw in range(TW):
+                        j = 4 * tw
+                        v0, v1, v2, v3, v4, v5 = bt6(
+                            z[k, j], z[k, j + 1], z[k, j + 2], z[k, j + 3], z[k, j + 4], z[k, j + 5]
+                        )
+                        V[6 * k, c, t0 + tw] = v0
+                        V[6 * k + 1, c, t0 + tw] = v1
+                        V[6 * k + 2, c, t0 + tw] = v2
+                        V[6 * k + 3, c, t0 + tw] = v3
+                        V[6 * k + 4, c, t0 + tw] = v4
+                        V[6 * k + 5, c, t0 + tw] = v5
     return bad
 
 
@@ -354,31 +376,34 @@ def f4_output_transform(M, bias, out):
     """out[n, o, 4th+i, 4tw+j] = (A^T M[:, o, t] A)[i, j] + bias[o], the tiles cropped at the border."""
     N, O, H, W = out.shape
     TH, TW = (H + 3) // 4, (W + 3) // 4
-    for no in prange(N * O):
-        n, o = no // O, no % O
-        b = bias[o]
+    planes = N * O
+    chunks = min(planes, CHUNKS)
+    for chunk in prange(chunks):  # a run of (sample, channel) planes, its buffers allocated once
         s = np.empty((6, 4, TW), M.dtype)
         rows = np.empty((4, 4 * TW), M.dtype)
-        for th in range(TH):
-            t0 = (n * TH + th) * TW
-            for k in range(6):
-                for tw in range(TW):
-                    t = t0 + tw
-                    s[k, 0, tw], s[k, 1, tw], s[k, 2, tw], s[k, 3, tw] = at6(
-                        M[6 * k, o, t], M[6 * k + 1, o, t], M[6 * k + 2, o, t],
-                        M[6 * k + 3, o, t], M[6 * k + 4, o, t], M[6 * k + 5, o, t],
-                    )  # fmt: skip
-            for j in range(4):
-                for tw in range(TW):
-                    w = 4 * tw + j
-                    rows[0, w], rows[1, w], rows[2, w], rows[3, w] = at6(
-                        s[0, j, tw], s[1, j, tw], s[2, j, tw], s[3, j, tw], s[4, j, tw], s[5, j, tw]
-                    )
-            for i in range(4):
-                h = 4 * th + i
-                if h < H:
-                    for w in range(W):
-                        out[n, o, h, w] = rows[i, w] + b
+        for no in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):
+            n, o = no // O, no % O
+            b = bias[o]
+            for th in range(TH):
+                t0 = (n * TH + th) * TW
+                for k in range(6):
+                    for tw in range(TW):
+                        t = t0 + tw
+                        s[k, 0, tw], s[k, 1, tw], s[k, 2, tw], s[k, 3, tw] = at6(
+                            M[6 * k, o, t], M[6 * k + 1, o, t], M[6 * k + 2, o, t],
+                            M[6 * k + 3, o, t], M[6 * k + 4, o, t], M[6 * k + 5, o, t],
+                        )  # fmt: skip
+                for j in range(4):
+                    for tw in range(TW):
+                        w = 4 * tw + j
+                        rows[0, w], rows[1, w], rows[2, w], rows[3, w] = at6(
+                            s[0, j, tw], s[1, j, tw], s[2, j, tw], s[3, j, tw], s[4, j, tw], s[5, j, tw]
+                        )
+                for i in range(4):
+                    h = 4 * th + i
+                    if h < H:
+                        for w in range(W):
+                            out[n, o, h, w] = rows[i, w] + b
 
 
 @njit(parallel=True, cache=True)
@@ -388,34 +413,37 @@ def f4_grad_output_transform(gy, dM):
     N, O, H, W = gy.shape
     TH, TW = (H + 3) // 4, (W + 3) // 4
     bad = 0
-    for no in prange(N * O):
-        n, o = no // O, no % O
+    planes = N * O
+    chunks = min(planes, CHUNKS)
+    for chunk in prange(chunks):  # a run of (sample, channel) planes, its buffers allocated once
         gp = np.zeros((4 * TH, 4 * TW), gy.dtype)
-        nonfinite = 0
-        for h in range(H):
-            for w in range(W):
-                v = gy[n, o, h, w]
-                nonfinite += not np.isfinite(v)
-                gp[h, w] = v
-        bad += nonfinite
         q = np.empty((6, 4 * TW), gy.dtype)
-        for th in range(TH):
-            r = 4 * th
-            for w in range(4 * TW):
-                q[0, w], q[1, w], q[2, w], q[3, w], q[4, w], q[5, w] = a6(
-                    gp[r, w], gp[r + 1, w], gp[r + 2, w], gp[r + 3, w]
-                )
-            t0 = (n * TH + th) * TW
-            for k in range(6):
-                for tw in range(TW):
-                    j = 4 * tw
-                    m0, m1, m2, m3, m4, m5 = a6(q[k, j], q[k, j + 1], q[k, j + 2], q[k, j + 3])
-                    dM[6 * k, o, t0 + tw] = m0
-                    dM[6 * k + 1, o, t0 + tw] = m1
-                    dM[6 * k + 2, o, t0 + tw] = m2
-                    dM[6 * k + 3, o, t0 + tw] = m3
-                    dM[6 * k + 4, o, t0 + tw] = m4
-                    dM[6 * k + 5, o, t0 + tw] = m5
+        for no in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):
+            n, o = no // O, no % O
+            nonfinite = 0
+            for h in range(H):
+                for w in range(W):
+                    v = gy[n, o, h, w]
+                    nonfinite += not np.isfinite(v)
+                    gp[h, w] = v
+            bad += nonfinite
+            for th in range(TH):
+                r = 4 * th
+                for w in range(4 * TW):
+                    q[0, w], q[1, w], q[2, w], q[3, w], q[4, w], q[5, w] = a6(
+                        gp[r, w], gp[r + 1, w], gp[r + 2, w], gp[r + 3, w]
+                    )
+                t0 = (n * TH + th) * TW
+                for k in range(6):
+                    for tw in range(TW):
+                        j = 4 * tw
+                        m0, m1, m2, m3, m4, m5 = a6(q[k, j], q[k, j + 1], q[k, j + 2], q[k, j + 3])
+                        dM[6 * k, o, t0 + tw] = m0
+                        dM[6 * k + 1, o, t0 + tw] = m1
+                        dM[6 * k + 2, o, t0 + tw] = m2
+                        dM[6 * k + 3, o, t0 + tw] = m3
+                        dM[6 * k + 4, o, t0 + tw] = m4
+                        dM[6 * k + 5, o, t0 + tw] = m5
     return bad
 
 
@@ -425,37 +453,41 @@ def f4_grad_input_transform(dV, dx):
     (neighbours overlap by 2 pixels; the padding's share is dropped)."""
     N, C, H, W = dx.shape
     TH, TW = (H + 3) // 4, (W + 3) // 4
-    for nc in prange(N * C):
-        n, c = nc // C, nc % C
+    planes = N * C
+    chunks = min(planes, CHUNKS)
+    for chunk in prange(chunks):  # a run of (sample, channel) planes, its buffers allocated once
         dxp = np.zeros((4 * TH + 2, 4 * TW + 2), dx.dtype)
         f = np.empty((6, 6, TW), dx.dtype)
         e = np.empty((6, 4 * TW + 2), dx.dtype)
-        for th in range(TH):
-            t0 = (n * TH + th) * TW
-            for k in range(6):
-                for tw in range(TW):
-                    t = t0 + tw
-                    f[k, 0, tw], f[k, 1, tw], f[k, 2, tw], f[k, 3, tw], f[k, 4, tw], f[k, 5, tw] = b6(
-                        dV[6 * k, c, t], dV[6 * k + 1, c, t], dV[6 * k + 2, c, t],
-                        dV[6 * k + 3, c, t], dV[6 * k + 4, c, t], dV[6 * k + 5, c, t],
-                    )  # fmt: skip
-            e[:] = 0
-            for k in range(6):
-                for j in range(6):
+        for nc in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):
+            n, c = nc // C, nc % C
+            dxp[:] = 0
+            for th in range(TH):
+                t0 = (n * TH + th) * TW
+                for k in range(6):
                     for tw in range(TW):
-                        e[k, 4 * tw + j] += f[k, j, tw]
-            r = 4 * th
-            for w in range(4 * TW + 2):
-                d0, d1, d2, d3, d4, d5 = b6(e[0, w], e[1, w], e[2, w], e[3, w], e[4, w], e[5, w])
-                dxp[r, w] += d0
-                dxp[r + 1, w] += d1
-                dxp[r + 2, w] += d2
-                dxp[r + 3, w] += d3
-                dxp[r + 4, w] += d4
-                dxp[r + 5, w] += d5
-        for h in range(H):
-            for w in range(W):
-                dx[n, c, h, w] = dxp[h + 1, w + 1]
+                        t = t0 + tw
+                        f[k, 0, tw], f[k, 1, tw], f[k, 2, tw], f[k, 3, tw], f[k, 4, tw], f[k, 5, tw] = b6(
+                            dV[6 * k, c, t], dV[6 * k + 1, c, t], dV[6 * k + 2, c, t],
+                            dV[6 * k + 3, c, t], dV[6 * k + 4, c, t], dV[6 * k + 5, c, t],
+                        )  # fmt: skip
+                e[:] = 0
+                for k in range(6):
+                    for j in range(6):
+                        for tw in range(TW):
+                            e[k, 4 * tw + j] += f[k, j, tw]
+                r = 4 * th
+                for w in range(4 * TW + 2):
+                    d0, d1, d2, d3, d4, d5 = b6(e[0, w], e[1, w], e[2, w], e[3, w], e[4, w], e[5, w])
+                    dxp[r, w] += d0
+                    dxp[r + 1, w] += d1
+                    dxp[r + 2, w] += d2
+                    dxp[r + 3, w] += d3
+                    dxp[r + 4, w] += d4
+                    dxp[r + 5, w] += d5
+            for h in range(H):
+                for w in range(W):
+                    dx[n, c, h, w] = dxp[h + 1, w + 1]
 
 
 PASSES = {  # m -> (input transform, output transform, grad-output transform, grad-input transform)
@@ -511,17 +543,20 @@ def _tiles(g, m):
 
 
 # ---------------------------------------------------------------------------- forward and backward
-def forward(x, weight, bias, g, m):
-    """conv2d(x, weight, bias, padding=1) by F(m x m, 3x3). Returns (out, U), or None when x or the
-    weight holds inf or NaN: Winograd's transforms mix neighbouring pixels (inf - inf = NaN), so
-    non-finite values would spread further than in PyTorch's convolution; the caller then takes the
-    im2col path, which spreads them exactly as PyTorch does."""
+def forward(x, weight, bias, g, m, keep=False):
+    """conv2d(x, weight, bias, padding=1) by F(m x m, 3x3). Returns (out, U, V): V is the input
+    transform, kept for the weight gradient when ``keep`` and it comes from malloc's heap (as the im2col
+    twin keeps its columns), else None. Returns None when x or the weight holds inf or NaN:
+    Winograd's transforms mix neighbouring pixels (inf - inf = NaN), so non-finite values would spread
+    further than in PyTorch's convolution; the caller then takes the im2col path, which spreads them
+    exactly as PyTorch does."""
     if not np.isfinite(weight).all():
         return None
     input_transform, output_transform = PASSES[m][0], PASSES[m][1]
     a2, T = (m + 2) ** 2, _tiles(g, m)
     U = filter_transform(weight, m)
-    V = buffers.get(0, (a2, g.C, T), x.dtype)
+    keep = keep and a2 * g.C * T * x.itemsize <= MMAP_THRESHOLD
+    V = np.empty((a2, g.C, T), x.dtype) if keep else buffers.get(0, (a2, g.C, T), x.dtype)
     if input_transform(np.ascontiguousarray(x), V):
         return None
     M = buffers.get(1, (a2, g.O, T), x.dtype)
@@ -529,12 +564,12 @@ def forward(x, weight, bias, g, m):
     out = np.empty((g.N, g.O, g.H, g.W), dtype=x.dtype)
     b = np.zeros(g.O, x.dtype) if bias is None else np.ascontiguousarray(bias)
     output_transform(M, b, out)
-    return out, U
+    return out, U, V if keep else None
 
 
-def backward(x, U, grad_output, g, m, need_dx, need_dw):
-    """(dx, dW) of ``forward`` (None where not needed), or None when grad_output holds inf or NaN
-    (the caller then takes the im2col path)."""
+def backward(x, U, V, grad_output, g, m, need_dx, need_dw):
+    """(dx, dW) of ``forward`` (None where not needed; V: the forward's kept input transform or None),
+    or None when grad_output holds inf or NaN (the caller then takes the im2col path)."""
     input_transform, _, grad_output_transform, grad_input_transform = PASSES[m]
     a2, T = (m + 2) ** 2, _tiles(g, m)
     dM = buffers.get(1, (a2, g.O, T), grad_output.dtype)
@@ -547,8 +582,9 @@ def backward(x, U, grad_output, g, m, need_dx, need_dw):
         dx = np.empty((g.N, g.C, g.H, g.W), dtype=dM.dtype)
         grad_input_transform(dV, dx)
     if need_dw:
-        V = buffers.get(0, (a2, g.C, T), dM.dtype)  # rebuilt (after dx: in the same buffer)
-        input_transform(np.ascontiguousarray(x), V)
+        if V is None:  # rebuilt (after dx: in the same buffer)
+            V = buffers.get(0, (a2, g.C, T), dM.dtype)
+            input_transform(np.ascontiguousarray(x), V)
         dU = np.matmul(dM, V.transpose(0, 2, 1))  # dU[xi] = dM[xi] @ V[xi]^T: summed over every tile
         dw = filter_transform_adjoint(dU, m)
     return dx, dw
