@@ -218,6 +218,17 @@ QUICK_OPS = {"mnist conv2", "mnist pool1", "mnist bn1", "b128 x 10"}
 
 SWEEP_BATCHES = (16, 32, 64, 128, 256, 512)
 
+# The per-conv-layer table (run.py --only convs): every conv layer of the two models at its training
+# shape, name -> ((N, C_in, H, W), C_out, first layer). All are 3x3, stride 1, padding 1. A first
+# layer's input needs no gradient (as in a model: the images do not require grad).
+CONV_LAYERS = {
+    "mnist conv1": ((64, 1, 28, 28), 32, True),
+    "mnist conv2": ((64, 32, 14, 14), 64, False),
+    "cifar conv1": ((128, 3, 32, 32), 32, True),
+    "cifar conv2": ((128, 32, 16, 16), 64, False),
+    "cifar conv3": ((128, 64, 8, 8), 128, False),
+}
+
 
 def op_cases(quick: bool):
     """(op, label, shape) for every micro-benchmark."""
@@ -266,6 +277,27 @@ def time_it(fn, warmup: int, repeats: int, sync=None, before=None) -> dict:
         "repeats": repeats,
         "warmup": warmup,
     }
+
+
+def time_interleaved(fns: dict, warmup: int, repeats: int) -> dict:
+    """``time_it`` for several alternatives at once: each round runs every function of ``fns`` once,
+    in turn, so a change in the machine's load hits all of them alike. Returns name -> statistics."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = perf_counter()
+            fn()
+            times[name].append(perf_counter() - t0)
+    out = {}
+    for name, ts in times.items():
+        ts.sort()
+        q = len(ts) // 4
+        out[name] = {"median_s": statistics.median(ts), "min_s": ts[0], "p25_s": ts[q], "p75_s": ts[-1 - q],
+                     "repeats": repeats, "warmup": warmup}  # fmt: skip
+    return out
 
 
 # --------------------------------------------------------------------------- memory
@@ -344,6 +376,25 @@ def time_ops(lib, task: dict, sync=None) -> list:
             entry["error"] = f"{type(exc).__name__}: {exc}"
         results.append(entry)
     return results
+
+
+def conv_layer_step(lib, layer: str):
+    """The training work of one conv layer of ``CONV_LAYERS`` as one function: clear the leaves'
+    gradients, ``F.conv2d`` (3x3, padding 1, with bias) on a recorded graph, ``backward`` of a fixed
+    upstream gradient (input gradient unless a first layer, weight and bias gradients). ``lib`` as in
+    ``time_ops``. One piece of code for both libraries."""
+    (n, cin, h, w), cout, first = CONV_LAYERS[layer]
+    x = lib.randn(n, cin, h, w, grad=not first)
+    wt, b = lib.randn(cout, cin, 3, 3), lib.randn(cout)
+    g = lib.randn(n, cout, h, w, grad=False)
+    leaves = (wt, b) if first else (x, wt, b)
+
+    def step():
+        for leaf in leaves:
+            leaf.grad = None
+        lib.F.conv2d(x, wt, b, padding=1).backward(g)
+
+    return step
 
 
 def _status_kib(field: str):

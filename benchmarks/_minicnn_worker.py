@@ -16,17 +16,20 @@ sys.path.insert(0, HERE)
 sys.path.insert(1, os.path.dirname(HERE))  # the repository root: run from a checkout
 
 from _common import (  # noqa: E402
+    CONV_LAYERS,
     MODELS,
     OPTIMIZERS,
     SWEEP_BATCHES,
     blas_info,
     build_model,
+    conv_layer_step,
     emit,
     layer_names,
     memory_baseline,
     memory_peak_mib,
     pin_threads,
     read_task,
+    time_interleaved,
     time_it,
     time_ops,
 )
@@ -103,11 +106,83 @@ def profile_task(mc, np, task, device):
     return {"table": prof.table(steps=task["repeats"]), "rows": prof.rows(), "model_source": source}
 
 
-def op_task(mc, np, task, device, sync):
+def conv_algorithms(mc):
+    """The per-conv-layer table's algorithms (``run.py --only convs``): name -> a function that returns
+    a context manager under which minicnn's ``conv2d`` runs that algorithm. THE PLACE TO ADD ONE: a
+    new algorithm of the kernels tier gets an entry here (and the table a row per layer for it).
+
+    * ``kernels (chosen)``: what a model gets, the kernels tier with its own choice per layer;
+    * ``im2col``: the kernels tier's im2col twin (Winograd switched off, when it exists);
+    * ``textbook``: ``minicnn/ops/conv.py`` (``MINICNN_KERNELS=0``);
+    * ``winograd F(mxm,3x3)``, one per tile size ``m`` of ``minicnn.kernels.winograd.PASSES``, when
+      that module exists: its ``choose`` forced to ``m`` on 3x3 / stride 1 / padding 1 geometries."""
+    import contextlib
+
+    from minicnn import kernels
+
+    try:
+        from minicnn.kernels import winograd
+    except ImportError:  # no Winograd kernels in this checkout
+        winograd = None
+
+    @contextlib.contextmanager
+    def patched(obj, name, value):
+        old = getattr(obj, name)
+        setattr(obj, name, value)
+        try:
+            yield
+        finally:
+            setattr(obj, name, old)
+
+    algos = {
+        "kernels (chosen)": lambda: kernels.use_kernels(True),
+        "im2col": lambda: patched(winograd, "ENABLED", False) if winograd else kernels.use_kernels(True),
+        "textbook": lambda: kernels.use_kernels(False),
+    }
+    if winograd is not None:
+
+        def forced(m):
+            def choose(g, dtype):
+                fits = (g.KH, g.KW) == (3, 3) and g.stride == (1, 1) and g.dilation == (1, 1)
+                return m if fits and g.groups == 1 and tuple(g.pads) == (1, 1, 1, 1) else 0
+
+            return lambda: patched(winograd, "choose", choose)
+
+        for m in sorted(getattr(winograd, "PASSES", {2: None, 4: None})):
+            algos[f"winograd F({m}x{m},3x3)"] = forced(m)
+    if not kernels.available():  # no Numba: only the textbook runs
+        algos = {"textbook": algos["textbook"]}
+    return algos
+
+
+def conv_task(mc, np, task, device):
+    """Forward + backward of every conv layer of ``CONV_LAYERS`` with every algorithm of
+    ``conv_algorithms``, the algorithms interleaved round by round (``time_interleaved``)."""
+    lib = _lib(mc, np, device)
+    algos = conv_algorithms(mc)
+    out = {"algorithms": list(algos), "layers": {}}
+    for layer in task.get("layers") or CONV_LAYERS:
+        step = conv_layer_step(lib, layer)
+
+        def under(make, step=step):
+            def run():
+                with make():
+                    step()
+
+            return run
+
+        out["layers"][layer] = time_interleaved(
+            {name: under(make) for name, make in algos.items()}, task["warmup"], task["repeats"]
+        )
+    return out
+
+
+def _lib(mc, np, device):
+    """The library namespace of ``_common.time_ops`` / ``conv_layer_step`` for minicnn."""
     import minicnn.nn.functional as F
 
     rng = np.random.default_rng(0)
-    lib = SimpleNamespace(
+    return SimpleNamespace(
         F=F,
         randn=lambda *shape, grad=True: mc.tensor(
             rng.standard_normal(shape, dtype=np.float32), device=device, requires_grad=grad
@@ -117,7 +192,10 @@ def op_task(mc, np, task, device, sync):
         randint=lambda high, n: mc.tensor(rng.integers(0, high, n), device=device),
         no_grad=mc.no_grad,
     )
-    return {"ops": time_ops(lib, task, sync)}
+
+
+def op_task(mc, np, task, device, sync):
+    return {"ops": time_ops(_lib(mc, np, device), task, sync)}
 
 
 def main():
@@ -164,6 +242,8 @@ def main():
         result = profile_task(mc, np, task, device)
     elif kind == "ops":
         result = op_task(mc, np, task, device, sync)
+    elif kind == "convs":
+        result = conv_task(mc, np, task, device)
     elif kind == "sweep":
         result = {"sweep": {}}
         for b in task.get("batches", SWEEP_BATCHES):

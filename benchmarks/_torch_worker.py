@@ -16,17 +16,20 @@ sys.path.insert(0, HERE)
 sys.path.insert(1, os.path.dirname(HERE))  # the repository root, for minicnn.models' builders
 
 from _common import (  # noqa: E402
+    CONV_LAYERS,
     MODELS,
     OPTIMIZERS,
     SWEEP_BATCHES,
     blas_info,
     build_model,
+    conv_layer_step,
     emit,
     layer_names,
     memory_baseline,
     memory_peak_mib,
     pin_threads,
     read_task,
+    time_interleaved,
     time_it,
     time_ops,
 )
@@ -71,9 +74,21 @@ def model_task(torch, task, device, sync):
     return stats
 
 
-def op_task(torch, task, device, sync):
+def conv_task(torch, task, device):
+    """Forward + backward of every conv layer of ``CONV_LAYERS`` (``torch.nn.functional.conv2d``: oneDNN
+    on the CPU), as minicnn's ``conv_task``."""
+    lib = _lib(torch, device)
+    out = {"algorithms": ["PyTorch"], "layers": {}}
+    for layer in task.get("layers") or CONV_LAYERS:
+        step = conv_layer_step(lib, layer)
+        out["layers"][layer] = time_interleaved({"PyTorch": step}, task["warmup"], task["repeats"])
+    return out
+
+
+def _lib(torch, device):
+    """The library namespace of ``_common.time_ops`` / ``conv_layer_step`` for PyTorch."""
     g = torch.Generator(device="cpu").manual_seed(0)
-    lib = SimpleNamespace(
+    return SimpleNamespace(
         F=torch.nn.functional,
         randn=lambda *shape, grad=True: torch.randn(*shape, generator=g).to(device).requires_grad_(grad),
         zeros=lambda n: torch.zeros(n, device=device),
@@ -81,7 +96,10 @@ def op_task(torch, task, device, sync):
         randint=lambda high, n: torch.randint(0, high, (n,), generator=g).to(device),
         no_grad=torch.no_grad,
     )
-    return {"ops": time_ops(lib, task, sync)}
+
+
+def op_task(torch, task, device, sync):
+    return {"ops": time_ops(_lib(torch, device), task, sync)}
 
 
 def main():
@@ -119,6 +137,8 @@ def main():
         result = model_task(torch, task, device, sync)
     elif kind == "ops":
         result = op_task(torch, task, device, sync)
+    elif kind == "convs":
+        result = conv_task(torch, task, device)
     elif kind == "sweep":
         result = {"sweep": {}}
         for b in task.get("batches", SWEEP_BATCHES):

@@ -16,6 +16,10 @@ What is printed:
     peak memory of each worker process;
   * per-op micro-benchmarks: conv2d, max_pool2d, batch_norm (training mode), cross_entropy,
     forward (under no_grad) and backward (retain_graph, leaf grads cleared before each call);
+  * per conv layer of the two models (``convs``): forward + backward ms of each algorithm minicnn has
+    (its own choice, the im2col twin, the textbook, Winograd when minicnn/kernels/winograd.py exists:
+    ``conv_algorithms`` in _minicnn_worker.py, the place to add one) against PyTorch's conv2d, once per
+    BLAS setting (it does not depend on --tier);
   * a batch-size sweep of the MNIST CNN training step, in microseconds per sample;
   * minicnn's profiler breakdown of the two training steps;
   * the same model rows on a GPU (TF32 off in both) when both libraries see one, and the GPU
@@ -36,7 +40,7 @@ Peak memory: resident memory (RSS) of the worker process above its RSS right aft
 ru_maxrss is used). It includes the model, data, activations, gradients and optimizer state, and
 whatever the allocator keeps cached. Same method for both libraries.
 
-Options: --quick (few repeats, fewer cases: a smoke test), --only models,ops,sweep,gemm,profile,gpu,
+Options: --quick (few repeats, fewer cases: a smoke test), --only models,ops,convs,sweep,gemm,profile,gpu,
 --repeats N, --warmup N, --sweep-repeats N, --threads N, --blas both|haswell|unset,
 --tier kernels|textbook|both, --device cpu|cuda|both (which sections run), --gpu-on-cpu (a dry run:
 the GPU sections run their cases on the CPU, to check the plumbing without a GPU), --json out.json.
@@ -56,6 +60,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from _common import (  # noqa: E402
+    CONV_LAYERS,
     CPU_MODELS,
     GPU_CASES,
     MODELS,
@@ -69,7 +74,7 @@ WORKERS = {
     "minicnn": os.path.join(HERE, "_minicnn_worker.py"),
     "torch": os.path.join(HERE, "_torch_worker.py"),
 }
-SECTIONS = ("gemm", "models", "ops", "sweep", "profile", "gpu")  # "gpu": the GPU cases only
+SECTIONS = ("gemm", "models", "ops", "convs", "sweep", "profile", "gpu")  # "gpu": the GPU cases only
 TIERS = {"kernels": "1", "textbook": "0"}  # MINICNN_KERNELS of the workers
 BLAS_CONFIGS = {
     "haswell": ("OPENBLAS_CORETYPE=Haswell", "Haswell"),
@@ -349,6 +354,39 @@ def section_ops(args, env, device):
     return pair
 
 
+def section_convs(args, env, device):
+    """Per conv layer: forward + backward of each of minicnn's algorithms (interleaved in one worker)
+    against PyTorch's (another worker), medians."""
+    layers = ["mnist conv2"] if args.quick else list(CONV_LAYERS)
+    task = {"kind": "convs", "layers": layers, "warmup": args.warmup, "repeats": args.repeats}
+    task.update(threads=args.threads, device=device)
+    pair = run_pair(task, env, torch_first=True)
+    if errors_of(pair):
+        print("\n".join(errors_of(pair)))
+        return pair
+    rows = []
+    for layer in layers:
+        (n, cin, h, w), cout, first = CONV_LAYERS[layer]
+        flops = (4 if first else 6) * conv_macs((n, cin, h, w, cout, 3, 1))  # forward, dW, dx unless first
+        th = pair["torch"]["layers"][layer]["PyTorch"]
+        mc = pair["minicnn"]["layers"][layer]
+        best = min(mc, key=lambda a: mc[a]["median_s"])
+        for j, (algo, r) in enumerate(mc.items()):
+            head = [layer, f"{n}x{cin}x{h}x{w} -> {cout}"] if j == 0 else ["", ""]
+            mark = " *" if algo == best else ""
+            t_ms, t_gflops = (ms(th), gflops(th, flops)) if j == 0 else ("", "")
+            rows.append([*head, algo + mark, ms(r), t_ms, ratio(r, th), gflops(r, flops), t_gflops])
+    headers = ["layer", "input", "minicnn algorithm", "minicnn ms", "torch ms", "ratio", "mc GFLOP/s"]
+    print(fmt_table([*headers, "torch GFLOP/s"], rows))
+    print(
+        "(forward + backward of F.conv2d, 3x3 padding 1 with bias: dW, db, and dx except for a first layer; "
+        f"median of {args.repeats} after {args.warmup} warm-up, minicnn's algorithms interleaved in one "
+        "worker; "
+        "* = minicnn's fastest; GFLOP/s: (6, or 4 for a first layer) x MACs)"
+    )
+    return pair
+
+
 def section_sweep(args, env, device):
     batches = (16, 64, 256) if args.quick else SWEEP_BATCHES
     task = {
@@ -558,6 +596,9 @@ def main(argv=None):
                 print()
             if "ops" in args.only:
                 res["ops"] = section_ops(args, env, "cpu")
+                print()
+            if "convs" in args.only and tier == tiers[0]:  # (every algorithm, whatever the tier)
+                res["convs"] = section_convs(args, env, "cpu")
                 print()
             if "sweep" in args.only:
                 res["sweep"] = section_sweep(args, env, "cpu")
