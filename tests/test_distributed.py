@@ -324,6 +324,30 @@ def test_no_sync_accumulation_equals_one_step_on_the_union():
 
 
 @needs_mpi
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_ddp_with_sync_batchnorm_equals_batchnorm_on_one_big_batch(device):
+    """DDP + SyncBatchNorm, 3 steps on 2 ranks = BatchNorm on the whole batch in one process.
+    "cuda": the NCCL backend on the CuPy stand-in with a fake NCCL communicator (tests/
+    test_distributed_worker.py): the same weights, and no host synchronisation in any step."""
+    (r,) = results(mpirun(2, "ddp_sync_bn", device, 3))
+    assert r["diff"] < 1e-12
+    if device == "cuda":
+        assert r["backend"] == "nccl" and r["nccl_calls"] == ["allReduce", "bcast"]
+        assert r["syncs"] == [0, 0, 0]  # DDP's buckets, SyncBatchNorm's sums, the buffers' broadcast
+        assert r["transfers"] == [0, 0, 0]
+    else:
+        assert r["backend"] == "mpi" and r["n_nccl"] == 0
+
+
+@needs_mpi
+def test_nccl_collectives_on_the_standin_equal_mpis():
+    (r,) = results(mpirun(2, "nccl_collectives"))
+    assert r["cuda"] == r["cpu"] == [[1.5, -2.5], [0.0, 0.0, 1.0, 2.0], [1.0, 2.0], [1.0, 1.0]]
+    assert r["nccl_calls"] == ["allGather", "allReduce", "bcast", "reduceScatter"]
+    assert r["backend"] == "cpu:mpi,cuda:nccl"
+
+
+@needs_mpi
 def test_different_models_fail_on_every_rank_with_one_line():
     proc = mpirun(2, "mismatch", timeout=60)
     lines = [line for line in proc.stdout.splitlines() if "caught" in line]

@@ -211,6 +211,192 @@ def no_sync(k):
                reduces_total=calls["n"])  # fmt: skip
 
 
+# ============================================================================ NCCL on the CuPy stand-in
+class FakeNccl:
+    """``cupy.cuda.nccl`` for the CuPy stand-in: an NcclCommunicator that, like NCCL, gets raw device
+    pointers, element counts, NCCL dtypes and a stream, and reduces the memory behind the pointers --
+    here with MPI on the host memory that the stand-in's "device" arrays are. It checks that every
+    rank was given the same unique id, and counts its calls."""
+
+    NCCL_INT8, NCCL_UINT8, NCCL_INT32, NCCL_INT64 = 0, 1, 2, 4
+    NCCL_FLOAT16, NCCL_FLOAT32, NCCL_FLOAT64 = 6, 7, 8
+    NCCL_SUM, NCCL_PROD, NCCL_MAX, NCCL_MIN = 0, 1, 2, 3
+    available = True
+    _DTYPES = {0: np.int8, 1: np.uint8, 2: np.int32, 4: np.int64, 6: np.float16, 7: np.float32, 8: np.float64}
+
+    def __init__(self):
+        self.calls = []
+
+    def get_unique_id(self):
+        return tuple(int(v) for v in np.random.default_rng().integers(-128, 128, size=128))
+
+    def NcclCommunicator(self, ndev, comm_id, rank):  # noqa: N802  (CuPy's name)
+        from mpi4py import MPI
+
+        fake = self
+        ids = MPI.COMM_WORLD.allgather(comm_id)
+        assert all(i == ids[0] for i in ids) and len(ids) == ndev, "the ranks got different NCCL ids"
+        ops = {0: MPI.SUM, 1: MPI.PROD, 2: MPI.MAX, 3: MPI.MIN}
+
+        def memory(ptr, count, dtype):
+            import ctypes
+
+            dt = np.dtype(FakeNccl._DTYPES[dtype])
+            raw = (ctypes.c_char * (count * dt.itemsize)).from_address(ptr)
+            return np.frombuffer(raw, dtype=dt, count=count)
+
+        class Communicator:
+            def __init__(self):
+                self.comm, self.rank = MPI.COMM_WORLD.Dup(), rank
+
+            def allReduce(self, send, recv, count, dtype, op, stream):  # noqa: N802
+                fake.calls.append("allReduce")
+                a, b = memory(send, count, dtype), memory(recv, count, dtype)
+                self.comm.Allreduce(MPI.IN_PLACE if send == recv else a.copy(), b, op=ops[op])
+
+            def bcast(self, buff, count, dtype, root, stream):
+                fake.calls.append("bcast")
+                self.comm.Bcast(memory(buff, count, dtype), root=root)
+
+            def allGather(self, send, recv, count, dtype, stream):  # noqa: N802
+                fake.calls.append("allGather")
+                self.comm.Allgather(memory(send, count, dtype).copy(), memory(recv, count * ndev, dtype))
+
+            def reduceScatter(self, send, recv, count, dtype, op, stream):  # noqa: N802
+                fake.calls.append("reduceScatter")
+                a = memory(send, count * ndev, dtype).copy()
+                self.comm.Reduce_scatter_block(a, memory(recv, count, dtype), op=ops[op])
+
+            def destroy(self):
+                self.comm.Free()
+
+        return Communicator()
+
+
+class FakeStream:
+    ptr = 0
+
+    def __init__(self, non_blocking=False):
+        FakeStream.ptr += 1
+        self.ptr = FakeStream.ptr
+
+    def wait_event(self, event):
+        assert event.recorded, "waiting for an event that was never recorded"
+
+
+class FakeEvent:
+    def __init__(self, disable_timing=False):
+        self.recorded = False
+
+    def record(self, stream=None):
+        self.recorded = True
+
+    def query(self):
+        return self.recorded
+
+
+def install_fake_nccl():
+    """The stand-in as minicnn's CuPy, with NCCL, streams, events and ``ndarray.data.ptr``."""
+    import types
+
+    from parity_tests import cupy_standin
+
+    fake = FakeNccl()
+    current = FakeStream()
+    cupy_standin.cuda.nccl = fake
+    cupy_standin.cuda.Stream = FakeStream
+    cupy_standin.cuda.Event = FakeEvent
+    cupy_standin.cuda.get_current_stream = lambda: current
+    cupy_standin.ndarray.data = property(lambda self: types.SimpleNamespace(ptr=self._a.ctypes.data))
+    cupy_standin.install(devices=1)
+    mc.use_kernels(False)  # the GPU path is the textbook tier
+    return fake, cupy_standin
+
+
+def cnn_with_batchnorm(seed):
+    mc.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(4 * 4 * 4, 5),
+    )  # fmt: skip
+    return model.to(dtype=mc.float64)
+
+
+def ddp_sync_bn(device, steps):
+    """DDP + SyncBatchNorm over p ranks (NCCL on the stand-in for device "cuda", MPI for "cpu") vs one
+    process with BatchNorm on the whole batch; on "cuda", the host synchronisations of every step."""
+    steps = int(steps)
+    fake = standin = None
+    if device == "cuda":
+        fake, standin = install_fake_nccl()
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group()
+    r, p = dist.get_rank(), dist.get_world_size()
+    b = 3
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(cnn_with_batchnorm(seed=50 + r)).to(device)
+    model = DDP(model, bucket_cap_mb=1e-4)
+    opt = sgd(model.parameters())
+    syncs, transfers = [], []
+    for step in range(steps):
+        x, y = global_batch(p * b, seed=step)
+        xb = mc.tensor(x[r * b : (r + 1) * b], device=device)
+        yb = mc.tensor(y[r * b : (r + 1) * b], device=device)
+        if standin is not None:
+            standin.syncs.clear()
+            standin.transfers.clear()
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+        if standin is not None:
+            syncs.append(len(standin.syncs))
+            transfers.append(len(standin.transfers))
+            if standin.syncs:
+                print(standin.syncs.report(), file=sys.stderr)
+    got = [t.numpy() if device == "cpu" else t.array.get() for t in model.module.state_dict().values()]
+    if r == 0:
+        ref = cnn_with_batchnorm(seed=50)
+        ref_opt = sgd(ref.parameters())
+        for step in range(steps):
+            x, y = global_batch(p * b, seed=step)
+            ref_opt.zero_grad()
+            F.cross_entropy(ref(mc.tensor(x)), mc.tensor(y)).backward()
+            ref_opt.step()
+        want = [t.numpy() for t in ref.state_dict().values()]
+        diff = max(float(np.abs(np.asarray(u, dtype=np.float64) - v).max()) for u, v in zip(got, want))
+        kinds = sorted(set(fake.calls)) if fake else []
+        result(diff=diff, syncs=syncs, transfers=transfers, nccl_calls=kinds,
+               n_nccl=len(fake.calls) if fake else 0, backend=dist.get_backend())  # fmt: skip
+
+
+def nccl_collectives():
+    """The collectives on stand-in GPU tensors through the fake NCCL, against the same on NumPy (MPI)."""
+    fake, _ = install_fake_nccl()
+    dist.init_process_group()  # backend None: MPI for CPU tensors, NCCL for GPU tensors
+    r, p = dist.get_rank(), dist.get_world_size()
+    out = {}
+    for device in ("cpu", "cuda"):
+
+        def host(t, device=device):
+            return (t.numpy() if device == "cpu" else t.array.get()).tolist()
+
+        t = mc.tensor([r + 1.0, -r - 2.0], device=device)
+        dist.all_reduce(t, dist.ReduceOp.AVG, async_op=True).wait()
+        big = mc.zeros(2 * p, device=device)
+        dist.all_gather_into_tensor(big, mc.tensor([float(r), 2.0 * r], device=device))
+        small = mc.zeros(2, device=device)
+        dist.reduce_scatter_tensor(
+            small, mc.arange(2 * p, dtype=mc.float32, device=device) + r, dist.ReduceOp.MAX
+        )
+        c = mc.full((2,), float(r), device=device)
+        dist.broadcast(c, 1)
+        out[device] = [host(t), host(big), host(small), host(c)]
+    if r == 0:
+        result(
+            cpu=out["cpu"], cuda=out["cuda"], nccl_calls=sorted(set(fake.calls)), backend=dist.get_backend()
+        )
+
+
 # ============================================================================ errors
 def mismatch():
     """Rank 1 builds another model: DDP construction fails on every rank, with one clear line."""
