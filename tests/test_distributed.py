@@ -521,3 +521,30 @@ def test_sigkill_of_a_rank_ends_the_job_and_resume_continues(tmp_path):
     assert f"epoch {done}/" not in proc.stdout  # the epochs before the checkpoint are not trained again
     history = json.loads((out / "history.json").read_text())
     assert history["epoch"] == list(range(1, done + 3))
+
+
+@needs_mpi
+def test_multiprocessing_spawn_runs_a_torch_style_script(tmp_path):
+    """``mp.spawn(fn, args, nprocs)`` with fn in the script and init_process_group("gloo", rank, world_size),
+    as PyTorch's DDP tutorial writes it."""
+    script = tmp_path / "spawned.py"
+    script.write_text(
+        "import os, sys\n"
+        "import minicnn as mc\n"
+        "import minicnn.distributed as dist\n"
+        "import minicnn.multiprocessing as mp\n"
+        "def work(rank, world_size, out):\n"
+        "    dist.init_process_group('gloo', rank=rank, world_size=world_size)\n"
+        "    t = mc.tensor([float(rank + 1)])\n"
+        "    dist.all_reduce(t)\n"
+        "    open(os.path.join(out, f'rank{rank}'), 'w').write(f\"{t.item()} {os.environ['RANK']}\")\n"
+        "    dist.destroy_process_group()\n"
+        "if __name__ == '__main__':\n"
+        "    mp.spawn(work, args=(2, sys.argv[1]), nprocs=2, join=True)\n"
+        "    print('joined')\n"
+    )
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
+                          timeout=90, env=clean_env(), cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "joined"
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["3.0 0", "3.0 1"]
