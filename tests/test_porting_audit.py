@@ -407,6 +407,20 @@ def test_dcgan_discriminator_step_pieces():
     )
 
 
+def test_dcgan_generator():
+    def generator(lib):
+        n = lib.nn
+        return n.Sequential(
+            n.ConvTranspose2d(8, 6, 4, 1, 0, bias=False), n.BatchNorm2d(6), n.ReLU(True),
+            n.ConvTranspose2d(6, 4, 4, 2, 1, bias=False), n.BatchNorm2d(4), n.ReLU(True),
+            n.ConvTranspose2d(4, 3, 4, 2, 1, bias=False), n.Tanh(),
+        )  # fmt: skip
+
+    z = RNG.standard_normal((2, 8, 1, 1))
+    report = compare_with_torch(generator(mc), generator(torch), z, train=True)
+    assert report.mine_outputs[0].shape == (2, 3, 16, 16)
+
+
 def test_forward_forward_pieces():
     x_m, x_t = both(RNG.standard_normal((6, 5)))
     compare_with_torch(lambda a: mc.log1p(mc.exp(a)), lambda a: torch.log1p(torch.exp(a)), x_m.numpy())

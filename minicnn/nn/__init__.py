@@ -13,6 +13,7 @@ from minicnn.nn.modules import (
     BCELoss,
     BCEWithLogitsLoss,
     Conv2d,
+    ConvTranspose2d,
     CrossEntropyLoss,
     Dropout,
     Dropout2d,

@@ -3,11 +3,13 @@ argument order as ``torch.nn.functional``. Each function is a thin wrapper aroun
 ``minicnn/ops/`` where its forward and backward live side by side.
 """
 
-# ---- convolution and pooling: minicnn/ops/conv.py, minicnn/ops/pooling.py
+# ---- convolution and pooling: minicnn/ops/conv.py, minicnn/ops/conv_transpose.py, minicnn/ops/pooling.py
 from minicnn.ops import conv as _conv  # noqa: E402
+from minicnn.ops import conv_transpose as _conv_transpose  # noqa: E402
 from minicnn.ops import pooling as _pooling  # noqa: E402
 
 conv2d = _conv.conv2d
+conv_transpose2d = _conv_transpose.conv_transpose2d
 max_pool2d, avg_pool2d = _pooling.max_pool2d, _pooling.avg_pool2d
 adaptive_avg_pool2d = _pooling.adaptive_avg_pool2d
 

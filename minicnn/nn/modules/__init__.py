@@ -4,6 +4,7 @@ from minicnn.nn.modules.activation import ELU, GELU, LeakyReLU, LogSoftmax, ReLU
 from minicnn.nn.modules.batchnorm import BatchNorm1d, BatchNorm2d
 from minicnn.nn.modules.container import ModuleList, Sequential
 from minicnn.nn.modules.conv import Conv2d
+from minicnn.nn.modules.conv_transpose import ConvTranspose2d
 from minicnn.nn.modules.dropout import Dropout, Dropout2d
 from minicnn.nn.modules.linear import Flatten, Identity, Linear
 from minicnn.nn.modules.loss import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
