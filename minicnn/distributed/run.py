@@ -10,6 +10,9 @@ and every process gets torchrun's variables (``RANK``, ``LOCAL_RANK``, ``WORLD_S
 written for torchrun reads them unchanged. An uncaught exception on any rank ends the whole job
 (``MPI_Abort``) with that rank's traceback; the launcher exits with ``mpiexec``'s status.
 ``mpiexec -n N python script.py`` works as well: ``import minicnn`` sets the same variables.
+With several processes per machine, ``OMP_NUM_THREADS`` and ``NUMBA_NUM_THREADS`` default to the
+machine's cores divided by the processes (torchrun sets OMP_NUM_THREADS=1), so that the processes
+do not fight over the cores.
 """
 
 from __future__ import annotations
@@ -64,6 +67,11 @@ def build_command(args, mpiexec=None):
         "LOCAL_WORLD_SIZE": str(nproc),
         "MINICNN_LAUNCHER": "minicnn.distributed.run",
     }
+    if nproc > 1:  # as torchrun: one share of the cores per process, unless the user chose
+        threads = str(max(1, (os.cpu_count() or 1) // nproc))
+        for name in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            if name not in os.environ:
+                variables[name] = threads
     open_mpi = _is_open_mpi(mpiexec)
     cmd = [mpiexec, "-n", str(nproc * nnodes)]
     if args.hostfile:
