@@ -21,7 +21,6 @@ from minicnn.distributed.backends import (
     NCCLBackend,
     ReduceOp,
     Work,
-    import_mpi,
     nccl_module,
 )
 
@@ -164,10 +163,37 @@ def init_process_group(
     _world = _World(name, cpu, gpu)
     env.fill_torchrun_env()
     if cpu.size > 1:
+        _share_the_cores()
         host = cpu.broadcast_object(socket.gethostname(), 0)
         if "MINICNN_LAUNCHER" not in os.environ:
             os.environ["MASTER_ADDR"] = host
         install_abort_hook()
+
+
+_thread_limits = None  # threadpoolctl's limit on the BLAS threads, kept alive while the group lives
+
+
+def _share_the_cores():
+    """Several processes on one machine: give each its share of the cores (compiled kernels and BLAS),
+    unless NUMBA_NUM_THREADS / OMP_NUM_THREADS say otherwise (the launcher sets them, as torchrun)."""
+    global _thread_limits
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if local <= 1:
+        return
+    threads = max(1, (os.cpu_count() or 1) // local)
+    if "NUMBA_NUM_THREADS" not in os.environ:
+        try:
+            import numba
+
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        except ImportError:  # the textbook tier only
+            pass
+    if "OMP_NUM_THREADS" not in os.environ and _thread_limits is None:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # BLAS keeps its threads
+            return
+        _thread_limits = threadpool_limits(threads)
 
 
 def destroy_process_group(group=None) -> None:
