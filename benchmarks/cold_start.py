@@ -52,23 +52,38 @@ def run(cache_dir: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def measure(runs: int = 3) -> dict:
+    """``runs`` cold/warm pairs of fresh processes; returns {"cold": {...}, "warm": {...}} of medians
+    (seconds: import_s, first_step_s, second_step_s) and whether the kernels were on."""
+    cold, warm = [], []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix="minicnn-numba-cache-") as cache:
+            cold.append(run(cache))
+            warm.append(run(cache))
+    keys = ("import_s", "first_step_s", "second_step_s")
+    out = {
+        name: {k: statistics.median(r[k] for r in rows) for k in keys}
+        for name, rows in (("cold", cold), ("warm", warm))
+    }
+    out["kernels"] = cold[0]["kernels"]
+    return out
+
+
+def print_table(result: dict) -> None:
+    if not result["kernels"]:
+        print("the kernels are off (MINICNN_KERNELS=0 or no Numba): nothing is compiled")
+    print(f"{'':6} {'import s':>9} {'first step s':>13} {'second step s':>14}")
+    for name in ("cold", "warm"):
+        med = result[name]
+        print(f"{name:6} {med['import_s']:9.2f} {med['first_step_s']:13.2f} {med['second_step_s']:14.3f}")
+    print("targets: first step <= 15 s cold, <= 2 s warm")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=int, default=3, help="cold/warm pairs (medians are printed)")
     args = p.parse_args(argv)
-    cold, warm = [], []
-    for _ in range(args.runs):
-        with tempfile.TemporaryDirectory(prefix="minicnn-numba-cache-") as cache:
-            cold.append(run(cache))
-            warm.append(run(cache))
-    if not cold[0]["kernels"]:
-        print("the kernels are off (MINICNN_KERNELS=0 or no Numba): nothing is compiled")
-    print(f"{'':6} {'import s':>9} {'first step s':>13} {'second step s':>14}")
-    for name, rows in (("cold", cold), ("warm", warm)):
-        keys = ("import_s", "first_step_s", "second_step_s")
-        med = {k: statistics.median(r[k] for r in rows) for k in keys}
-        print(f"{name:6} {med['import_s']:9.2f} {med['first_step_s']:13.2f} {med['second_step_s']:14.3f}")
-    print("targets: first step <= 15 s cold, <= 2 s warm")
+    print_table(measure(args.runs))
     return 0
 
 

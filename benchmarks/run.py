@@ -22,6 +22,8 @@ What is printed:
     BLAS setting (it does not depend on --tier);
   * a batch-size sweep of the MNIST CNN training step, in microseconds per sample;
   * minicnn's profiler breakdown of the two training steps;
+  * the cold start (``coldstart``, once, kernels tier, the BLAS setting of the shell): the MNIST CNN's
+    first training step with an empty Numba cache and with a warm one (``cold_start.py``, one pair);
   * the same model rows on a GPU (TF32 off in both) when both libraries see one, and the GPU
     cases: a training step of the CIFAR CNN and of ResNet-20 at batch 128 and 512; otherwise the
     GPU rows say "not measured".
@@ -40,7 +42,8 @@ Peak memory: resident memory (RSS) of the worker process above its RSS right aft
 ru_maxrss is used). It includes the model, data, activations, gradients and optimizer state, and
 whatever the allocator keeps cached. Same method for both libraries.
 
-Options: --quick (few repeats, fewer cases: a smoke test), --only models,ops,convs,sweep,gemm,profile,gpu,
+Options: --quick (few repeats, fewer cases: a smoke test), --only models,ops,convs,sweep,gemm,profile,
+coldstart,gpu,
 --repeats N, --warmup N, --sweep-repeats N, --threads N, --blas both|haswell|unset,
 --tier kernels|textbook|both, --device cpu|cuda|both (which sections run), --gpu-on-cpu (a dry run:
 the GPU sections run their cases on the CPU, to check the plumbing without a GPU), --json out.json.
@@ -74,7 +77,7 @@ WORKERS = {
     "minicnn": os.path.join(HERE, "_minicnn_worker.py"),
     "torch": os.path.join(HERE, "_torch_worker.py"),
 }
-SECTIONS = ("gemm", "models", "ops", "convs", "sweep", "profile", "gpu")  # "gpu": the GPU cases only
+SECTIONS = ("gemm", "models", "ops", "convs", "sweep", "profile", "coldstart", "gpu")  # "gpu": the GPU cases
 TIERS = {"kernels": "1", "textbook": "0"}  # MINICNN_KERNELS of the workers
 BLAS_CONFIGS = {
     "haswell": ("OPENBLAS_CORETYPE=Haswell", "Haswell"),
@@ -606,6 +609,13 @@ def main(argv=None):
             if "profile" in args.only:
                 res["profile"] = section_profile(args, env, "cpu")
 
+    if "coldstart" in args.only and args.device != "cuda":
+        import cold_start
+
+        print("==================== cold start of the compiled kernels (MNIST CNN) ====================\n")
+        report["coldstart"] = cold_start.measure(runs=1)
+        cold_start.print_table(report["coldstart"])
+        print()
     if args.device == "cpu":
         return finish(args, report)
     gpu_device = "cpu" if args.gpu_on_cpu else "cuda"
