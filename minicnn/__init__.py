@@ -53,6 +53,7 @@ from minicnn.dtypes import (
     uint8,
 )
 from minicnn.kernels import use_kernels
+from minicnn.ops import basic as _basic
 from minicnn.ops import scatter as _scatter
 from minicnn.ops.activation import log_softmax, relu, sigmoid, softmax, tanh
 from minicnn.ops.basic import (
@@ -72,8 +73,6 @@ from minicnn.ops.basic import (
     unsqueeze,
     where,
 )
-from minicnn.ops.basic import reduce_max as max  # noqa: A004  (torch.max)
-from minicnn.ops.basic import reduce_min as min  # noqa: A004  (torch.min)
 from minicnn.profiler import profile
 from minicnn.random import get_rng_state, initial_seed, manual_seed, seed, set_rng_state
 from minicnn.serialization import load, load_training_state, save, save_training_state
@@ -221,6 +220,19 @@ def log1p(x):
 add, sub, mul, div, matmul, mm = (_out.with_out(f) for f in (add, sub, mul, div, matmul, mm))
 exp, log, log1p, sqrt, abs, pow = (_out.with_out(f) for f in (exp, log, log1p, sqrt, abs, pow))  # noqa: A001
 clamp, cat, stack, where = (_out.with_out(f) for f in (clamp, cat, stack, where))
+maximum, minimum = _out.with_out(_basic.maximum), _out.with_out(_basic.minimum)
+norm, roll = _basic.norm, _basic.roll
+
+
+def max(input, dim=None, keepdim=False):  # noqa: A001
+    """``torch.max``: the largest value; ``(values, indices)`` along ``dim``; with a tensor as the
+    second argument, the elementwise maximum (``torch.maximum``)."""
+    return input.max(dim, keepdim)
+
+
+def min(input, dim=None, keepdim=False):  # noqa: A001
+    """``torch.min``, as ``max``."""
+    return input.min(dim, keepdim)
 clip = clamp
 multiply, subtract, divide = mul, sub, div
 scatter = _scatter.scatter

@@ -658,10 +658,26 @@ class Tensor:
         return _ops.var(self, dim, unbiased, keepdim, correction).sqrt()
 
     def max(self, dim=None, keepdim=False):
+        if isinstance(dim, Tensor):  # x.max(other): the elementwise maximum, as PyTorch
+            return _ops.maximum(self, dim)
         return _ops.reduce_max(self, dim, keepdim)
 
     def min(self, dim=None, keepdim=False):
+        if isinstance(dim, Tensor):
+            return _ops.minimum(self, dim)
         return _ops.reduce_min(self, dim, keepdim)
+
+    def maximum(self, other):
+        return _ops.maximum(self, other)
+
+    def minimum(self, other):
+        return _ops.minimum(self, other)
+
+    def norm(self, p="fro", dim=None, keepdim=False):
+        return _ops.norm(self, p, dim, keepdim)
+
+    def roll(self, shifts, dims=None):
+        return _ops.roll(self, shifts, dims)
 
     def amax(self, dim=None, keepdim=False):
         return _ops.AMax.apply(self, dim=dim, keepdim=keepdim)

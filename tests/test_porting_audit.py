@@ -432,6 +432,13 @@ def test_forward_forward_pieces():
     w_m, w_t = both(RNG.standard_normal((3, 5)))
     same(mc.mm(x_m, w_m.T), torch.mm(x_t, w_t.T))
     same(x_m.pow(2).mean(1), x_t.pow(2).mean(1))
+    compare_with_torch(
+        lambda x: x / (x.norm(2, 1, keepdim=True) + 1e-4),
+        lambda x: x / (x.norm(2, 1, keepdim=True) + 1e-4),
+        x_m.numpy(),
+    )
+    b_m, b_t = both(RNG.standard_normal(3))
+    same(mc.mm(x_m, w_m.T) + b_m.unsqueeze(0), torch.mm(x_t, w_t.T) + b_t.unsqueeze(0))
     same(x_m.max(), x_t.max())
     y = RNG.integers(0, 5, 6)
     same((x_m.argmax(1) == mc.tensor(y)).float().mean(), (x_t.argmax(1) == torch.tensor(y)).float().mean())
@@ -478,6 +485,12 @@ def test_reference_one_hot_mixup_pieces():
         rtol=1e-6,
     )
     assert b_m.is_floating_point() and b_m.ndim == 4
+    compare_with_torch(lambda b: b.roll(1, 0), lambda b: b.roll(1, 0), b_m.numpy())
+    lam_m, lam_t = both([0.2, 0.5, 0.8])
+    same(
+        mc.max(mc.le(lam_m, 0.49), mc.gt(lam_m, 0.51)),
+        torch.max(torch.le(lam_t, 0.49), torch.gt(lam_t, 0.51)),
+    )
     assert int(mc.clamp(mc.tensor([3]) - 5, min=0)) == int(torch.clamp(torch.tensor([3]) - 5, min=0)) == 0
 
 
@@ -520,6 +533,17 @@ def test_reference_optimizers_and_schedulers():
                 [
                     lib.optim.lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=2),
                     lib.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.7),
+                ],
+                milestones=[2],
+            ),
+        ),
+        (
+            lambda lib, p: lib.optim.SGD(p, lr=0.1, momentum=0.9),
+            lambda lib, o: lib.optim.lr_scheduler.SequentialLR(
+                o,
+                [
+                    lib.optim.lr_scheduler.ConstantLR(o, factor=0.01, total_iters=2),
+                    lib.optim.lr_scheduler.CosineAnnealingLR(o, T_max=3),
                 ],
                 milestones=[2],
             ),

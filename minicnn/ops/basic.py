@@ -277,6 +277,34 @@ def clamp(a, min=None, max=None):
     return Clamp.apply(a, lo=min, hi=max)
 
 
+class Maximum(Function):
+    """out = max(a, b) elementwise (NaN wins, as PyTorch).   dL/da = g where a > b, g/2 where a == b, 0 where
+    a < b (and dL/db the mirror image): a tie splits the gradient, as PyTorch's."""
+
+    minimum = False  # Minimum: the same op with the comparisons turned round
+
+    def forward(self, a, b):
+        xp = get_array_module(a, b)
+        self.a, self.b = a, b
+        self.shapes = (_shape(a), _shape(b))
+        return xp.minimum(a, b) if self.minimum else xp.maximum(a, b)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        a, b = self.a, self.b
+        share = xp.where(a == b, g / 2, g)  # a tie: half each
+        a_loses, b_loses = (a > b, b > a) if self.minimum else (a < b, b < a)
+        ga = unbroadcast(xp.where(a_loses, 0, share), self.shapes[0]) if self.needs_input_grad[0] else None
+        gb = unbroadcast(xp.where(b_loses, 0, share), self.shapes[1]) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Minimum(Maximum):
+    """out = min(a, b) elementwise.   dL/da = g where a < b, g/2 where a == b, 0 where a > b."""
+
+    minimum = True
+
+
 class Where(Function):
     """out = cond ? a : b.   dL/da = g where cond, dL/db = g where not cond."""
 
@@ -393,6 +421,48 @@ class Mean(Function):
         xp = get_array_module(g)
         g = g.reshape(_keepdim_shape(self.in_shape, self.axes)) / self.count
         return xp.broadcast_to(g, self.in_shape)
+
+
+class Norm(Function):
+    """out = (sum |a|^p)^(1/p) over ``dim`` (p = 2: sqrt(sum a^2); p = inf: max |a|).
+    dL/da = g * sign(a) |a|^(p-1) / out^(p-1)   (p = 2: g * a / out; p = 1: g * sign(a); p = inf: g * sign(a)
+    shared by the elements at the max); 0 where out == 0, as PyTorch."""
+
+    def forward(self, a, p=2, dim=None, keepdim=False):
+        xp = get_array_module(a)
+        self.a, self.p, self.in_shape = a, p, a.shape
+        self.axes = _normalize_dims(dim, a.ndim, "norm")
+        absa = xp.abs(a)
+        if p == 2:
+            out = xp.sqrt((a * a).sum(axis=self.axes, keepdims=True))
+        elif p == 1:
+            out = absa.sum(axis=self.axes, keepdims=True)
+        elif p == float("inf"):
+            out = absa.max(axis=self.axes, keepdims=True)
+        else:
+            out = (absa**p).sum(axis=self.axes, keepdims=True) ** (1.0 / p)
+        self.out = out  # keepdim shape, for backward
+        return out if keepdim else out.reshape([n for i, n in enumerate(out.shape) if not self._reduced(i)])
+
+    def _reduced(self, axis):
+        return self.axes is None or axis in self.axes
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        a, p, out = self.a, self.p, self.out
+        g = g.reshape(out.shape)
+        nonzero = out != 0
+        safe = xp.where(nonzero, out, 1)
+        if p == 2:
+            da = a / safe
+        elif p == 1:
+            da = xp.sign(a)
+        elif p == float("inf"):
+            at_max = (xp.abs(a) == out).astype(a.dtype)
+            da = xp.sign(a) * at_max / at_max.sum(axis=self.axes, keepdims=True)
+        else:
+            da = xp.sign(a) * xp.abs(a) ** (p - 1) / safe ** (p - 1)
+        return xp.where(nonzero, da * g, 0)
 
 
 class AMax(Function):
@@ -877,6 +947,63 @@ def repeat(a, *sizes):
             f"dimensions of the tensor ({a.ndim})"
         )
     return Repeat.apply(a, reps=reps)
+
+
+class Roll(Function):
+    """out = a shifted by ``shifts`` along ``dims``, wrapping around (flattened when dims is None).
+    dL/da = g shifted back by -shifts."""
+
+    saved_inputs = ()
+
+    def forward(self, a, shifts, dims):
+        self.shifts, self.dims = shifts, dims
+        return get_array_module(a).roll(a, shifts, axis=dims)
+
+    def backward(self, g):
+        back = -self.shifts if isinstance(self.shifts, int) else tuple(-s for s in self.shifts)
+        return get_array_module(g).roll(g, back, axis=self.dims)
+
+
+def roll(a, shifts, dims=None):
+    """``torch.roll``: elements shifted along ``dims`` (one int or a tuple, one shift each), wrapping
+    around; without ``dims`` the tensor is shifted as if flattened."""
+    if isinstance(shifts, (list, tuple)) != isinstance(dims, (list, tuple)) and dims is not None:
+        raise ValueError(f"roll: shifts {shifts!r} and dims {dims!r} must both be ints or both be tuples")
+    if isinstance(shifts, (list, tuple)):
+        if dims is None or len(shifts) != len(dims):
+            raise ValueError(f"roll: one shift per dim, got shifts {shifts!r} and dims {dims!r}")
+        shifts = tuple(int(s) for s in shifts)
+        dims = tuple(_wrap_dim(d, a.ndim, "roll") for d in dims)
+    else:
+        shifts = int(shifts)
+        dims = None if dims is None else _wrap_dim(dims, a.ndim, "roll")
+    return Roll.apply(a, shifts=shifts, dims=dims)
+
+
+def norm(a, p="fro", dim=None, keepdim=False):
+    """``torch.norm`` / ``Tensor.norm``: the p-norm over ``dim`` (all elements when None); p = "fro"
+    or 2 (Euclidean), 1, inf or any positive number."""
+    if p == "fro":
+        p = 2
+    if isinstance(p, str) or not p > 0:
+        raise ValueError(f"norm: p must be 'fro' or a positive number (inf included), got {p!r}")
+    if a.dtype.kind != "f":
+        raise TypeError(f"norm: expected a floating-point tensor, got dtype {a.dtype.name}")
+    return Norm.apply(a, p=p, dim=dim, keepdim=keepdim)
+
+
+def maximum(a, b):
+    """Elementwise maximum (``torch.maximum``), with PyTorch's promotion and broadcasting."""
+    from minicnn.tensor import _binary
+
+    return _binary(Maximum, a, b)
+
+
+def minimum(a, b):
+    """Elementwise minimum (``torch.minimum``)."""
+    from minicnn.tensor import _binary
+
+    return _binary(Minimum, a, b)
 
 
 def split(a, split_size, dim=0):

@@ -29,6 +29,7 @@ __all__ = [
     "StepLR",
     "MultiStepLR",
     "LinearLR",
+    "ConstantLR",
     "ExponentialLR",
     "CosineAnnealingLR",
     "SequentialLR",
@@ -261,6 +262,30 @@ class LinearLR(LRScheduler):
         delta = self.end_factor - self.start_factor
         progress = min(self.total_iters, self.last_epoch) / self.total_iters
         return [base_lr * (self.start_factor + delta * progress) for base_lr in self.base_lrs]
+
+
+class ConstantLR(LRScheduler):
+    """Warm-up at a constant fraction: the lr is ``factor * initial_lr`` for the first
+    ``total_iters`` steps, then ``initial_lr`` (``torch.optim.lr_scheduler.ConstantLR``)."""
+
+    def __init__(self, optimizer, factor: float = 1.0 / 3, total_iters: int = 5, last_epoch: int = -1):
+        _check_number("ConstantLR", "factor", factor)
+        _check_number("ConstantLR", "total_iters", total_iters, 0)
+        if factor > 1.0 or factor < 0:
+            raise ValueError(f"ConstantLR: factor must be in [0, 1], got {factor}")
+        self.factor, self.total_iters = factor, total_iters
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        if self.last_epoch == 0:
+            return [group["lr"] * self.factor for group in self.optimizer.param_groups]
+        if self._is_initial or self.last_epoch != self.total_iters:
+            return _current_lrs(self.optimizer)
+        return [group["lr"] * (1.0 / self.factor) for group in self.optimizer.param_groups]
+
+    def _get_closed_form_lr(self):
+        done = self.last_epoch >= self.total_iters
+        return [base_lr * (self.factor + done * (1 - self.factor)) for base_lr in self.base_lrs]
 
 
 class ExponentialLR(LRScheduler):
