@@ -6,7 +6,7 @@ PyTorch. Start with ``minicnn.Tensor``, ``minicnn.nn`` and ``minicnn.optim``.
 
 import builtins
 
-from minicnn import _memory, _out, accelerator, backends, cuda, kernels, nn, optim
+from minicnn import _memory, _out, accelerator, backends, cuda, kernels, nn, optim, xpu
 from minicnn.autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from minicnn.backend import Device, cuda_available
 from minicnn.creation import (
@@ -233,6 +233,17 @@ def max(input, dim=None, keepdim=False):  # noqa: A001
 def min(input, dim=None, keepdim=False):  # noqa: A001
     """``torch.min``, as ``max``."""
     return input.min(dim, keepdim)
+
+
+def randperm(n, *, generator=None, dtype=int64, device="cpu", requires_grad=False):  # noqa: F811
+    """A random permutation of 0..n-1 (``torch.randperm``), from ``generator`` (a ``minicnn.Generator``)
+    or minicnn's seeded global generator. Other numbers than PyTorch's for the same seed."""
+    from minicnn import random as _random
+
+    if isinstance(n, builtins.bool) or not isinstance(n, builtins.int) or n < 0:
+        raise ValueError(f"randperm: n must be a non-negative int, got {n!r}")
+    rng = _random.cpu_generator() if generator is None else generator.numpy
+    return tensor(rng.permutation(builtins.int(n)), dtype=dtype, device=device, requires_grad=requires_grad)
 clip = clamp
 multiply, subtract, divide = mul, sub, div
 scatter = _scatter.scatter

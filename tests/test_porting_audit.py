@@ -41,6 +41,8 @@ def test_device_probes_choose_the_cpu_as_pytorchs_do():
     assert mc.cuda.is_available() is torch.cuda.is_available() is False
     assert mc.backends.mps.is_available() is torch.backends.mps.is_available() is False
     assert mc.backends.mps.is_built() is False
+    assert mc.xpu.is_available() is torch.xpu.is_available() is False
+    assert mc.xpu.device_count() == torch.xpu.device_count() == 0
     assert mc.accelerator.is_available() is torch.accelerator.is_available() is False
     assert mc.cuda.device_count() == torch.cuda.device_count() == 0
     use_accel = mc.accelerator.is_available()
@@ -581,6 +583,19 @@ def test_reference_samplers_and_loader_arguments():
     batch = mc.utils.data.default_collate([(mc.ones(2), 1), (mc.zeros(2), 0)])
     theirs = torch.utils.data.default_collate([(torch.ones(2), 1), (torch.zeros(2), 0)])
     same(batch[0], theirs[0]), same(batch[1], theirs[1])
+
+
+def test_randperm_with_a_generator():
+    """RASampler's torch.randperm(n, generator=g).tolist(): a permutation, the same for the same seed."""
+    first = mc.randperm(50, generator=mc.Generator().manual_seed(7)).tolist()
+    again = mc.randperm(50, generator=mc.Generator().manual_seed(7)).tolist()
+    assert first == again and sorted(first) == list(range(50)) and first != list(range(50))
+    assert str(mc.randperm(4).dtype).replace("minicnn.", "") == str(torch.randperm(4).dtype).replace(
+        "torch.", ""
+    )
+    assert mc.randperm(0).shape == torch.randperm(0).shape
+    with pytest.raises(ValueError, match="n must be a non-negative int"):
+        mc.randperm(-1)
 
 
 def test_median_of_smoothed_values_is_absent_but_mean_works():
