@@ -158,50 +158,6 @@ _register(
 
 
 # ====================================================================== pooling
-def _conv_transpose_sample(rng):
-    groups = int(_pick(rng, [1, 1, 2]))
-    k, s = int(rng.integers(1, 5)), int(rng.integers(1, 4))
-    d = int(_pick(rng, [1, 1, 2]))
-    return dict(
-        x=(int(rng.integers(1, 3)), groups * int(rng.integers(1, 3)), *map(int, rng.integers(1, 5, 2))),
-        out_channels=groups * int(rng.integers(1, 3)),
-        kernel=k,
-        stride=s,
-        padding=int(rng.integers(0, (d * (k - 1)) // 2 + 1)),
-        output_padding=int(rng.integers(0, max(s, d))),
-        dilation=d,
-        groups=groups,
-        bias=bool(rng.integers(0, 2)),
-    )
-
-
-def _conv_transpose_run(cfg, ctx):
-    TF = ctx.torch.nn.functional
-    n, c_in = cfg["x"][:2]
-    w = ctx.normal((c_in, cfg["out_channels"] // cfg["groups"], cfg["kernel"], cfg["kernel"]))
-    kw = {k: cfg[k] for k in ("stride", "padding", "output_padding", "groups", "dilation")}
-    extra = [ctx.normal(cfg["out_channels"])] if cfg["bias"] else []
-    return ctx.compare(
-        lambda x, w, *b: F.conv_transpose2d(x, w, *b, **kw),
-        lambda x, w, *b: TF.conv_transpose2d(x, w, *b, **kw),
-        cfg["x"],
-        w,
-        *extra,
-    )
-
-
-_register(
-    Check(
-        "conv_transpose2d",
-        "functional",
-        _conv_transpose_sample,
-        _conv_transpose_run,
-        fixed=[dict(x=(2, 4, 4, 4), out_channels=2, kernel=4, stride=2, padding=1, output_padding=0,
-                    dilation=1, groups=1, bias=False)],  # fmt: skip
-    )
-)
-
-
 def _pool_sample(rng, dilation=True):
     kh, kw = int(rng.integers(1, 5)), int(rng.integers(1, 5))
     stride = None if rng.random() < 0.3 else (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
@@ -483,6 +439,50 @@ _activation("sigmoid", F.sigmoid, lambda t: t.sigmoid)
 _activation("tanh", F.tanh, lambda t: t.tanh)
 _activation("softmax", F.softmax, lambda t: t.nn.functional.softmax, dim=[-1, 0, 1, 2])
 _activation("log_softmax", F.log_softmax, lambda t: t.nn.functional.log_softmax, dim=[-1, 0, 1, 2])
+
+
+def _conv_transpose_sample(rng):
+    groups = int(_pick(rng, [1, 1, 2]))
+    k, s = int(rng.integers(1, 5)), int(rng.integers(1, 4))
+    d = int(_pick(rng, [1, 1, 2]))
+    return dict(
+        x=(int(rng.integers(1, 3)), groups * int(rng.integers(1, 3)), *map(int, rng.integers(1, 5, 2))),
+        out_channels=groups * int(rng.integers(1, 3)),
+        kernel=k,
+        stride=s,
+        padding=int(rng.integers(0, (d * (k - 1)) // 2 + 1)),
+        output_padding=int(rng.integers(0, max(s, d))),
+        dilation=d,
+        groups=groups,
+        bias=bool(rng.integers(0, 2)),
+    )
+
+
+def _conv_transpose_run(cfg, ctx):
+    TF = ctx.torch.nn.functional
+    n, c_in = cfg["x"][:2]
+    w = ctx.normal((c_in, cfg["out_channels"] // cfg["groups"], cfg["kernel"], cfg["kernel"]))
+    kw = {k: cfg[k] for k in ("stride", "padding", "output_padding", "groups", "dilation")}
+    extra = [ctx.normal(cfg["out_channels"])] if cfg["bias"] else []
+    return ctx.compare(
+        lambda x, w, *b: F.conv_transpose2d(x, w, *b, **kw),
+        lambda x, w, *b: TF.conv_transpose2d(x, w, *b, **kw),
+        cfg["x"],
+        w,
+        *extra,
+    )
+
+
+_register(
+    Check(
+        "conv_transpose2d",
+        "functional",
+        _conv_transpose_sample,
+        _conv_transpose_run,
+        fixed=[dict(x=(2, 4, 4, 4), out_channels=2, kernel=4, stride=2, padding=1, output_padding=0,
+                    dilation=1, groups=1, bias=False)],  # fmt: skip
+    )
+)
 
 
 # ====================================================================== losses
