@@ -15,7 +15,10 @@ runs, in order, each stage in its own process with a time limit (the whole run k
 4. ``mnist``: ``examples/mnist_cnn.py --device cuda`` for its 5 epochs;
 5. ``cifar`` (only with ``--stages ...,cifar``): ``examples/cifar10_cnn.py --device cuda``, 1 epoch
    on the CIFAR-10 subset that travels;
-6. ``parity``: the cuda half of the parity suite, ``pytest parity_tests -k cuda``, in the time left
+6. ``multigpu`` (a machine with more than one GPU; reported as not run with one): the NCCL parity
+   checks (DDP + SyncBatchNorm over NCCL = one big batch, the collectives against MPI's) and DDP
+   throughput at 1, 2, ... all GPUs (``benchmarks/distributed.py --device cuda --parity``);
+7. ``parity``: the cuda half of the parity suite, ``pytest parity_tests -k cuda``, in the time left
    (``MINICNN_REQUIRE_CUDA=1``: a broken CuPy fails instead of falling back to the stand-in).
 
 It writes ``OUT/gpu_run.json`` (every figure), ``OUT/gpu_run.md`` (the section that
@@ -49,11 +52,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("env", "check", "bench", "mnist", "cifar", "parity")  # the order they run in
-DEFAULT_STAGES = "env,check,bench,mnist,parity"
+STAGES = ("env", "check", "bench", "mnist", "cifar", "multigpu", "parity")  # the order they run in
+DEFAULT_STAGES = "env,check,bench,mnist,multigpu,parity"
 # Per stage: the most it may take (s), and the least worth starting it with. A later stage's minimum
 # is kept in reserve while an earlier one runs, so the parity suite (last) gets whatever is left.
-LIMITS = {"check": (150, 30), "bench": (240, 60), "mnist": (240, 60), "parity": (600, 30), "cifar": (150, 60)}
+LIMITS = {"check": (150, 30), "bench": (240, 60), "mnist": (240, 60), "parity": (600, 30), "cifar": (150, 60),
+          "multigpu": (180, 60)}  # fmt: skip
 # Where --pack-data reads the datasets: $MINICNN_SHARED_DATA, else ../shared/data from the working dir.
 SHARED_DATA = Path(os.environ.get("MINICNN_SHARED_DATA", "../shared/data"))
 PACK_LIMIT_MIB = 52  # the data's share of the 64 MiB that travel (the working tree is ~3 MiB)
@@ -327,8 +331,32 @@ def stage_parity(run, later):
     return record
 
 
+def stage_multigpu(run, later):
+    """DDP over NCCL on every GPU: the parity checks, then throughput at 1, 2, ... GPUs (with one GPU:
+    not run). The dry run on the CPU runs the same plumbing: the parity checks on the CuPy stand-in
+    with a fake NCCL communicator, and 1 process x 2 threads vs 2 processes."""
+    args = run.args
+    gpus = run.results["stages"].get("env", {}).get("gpus") or 0
+    if args.device == "cuda" and gpus < 2:
+        record = {"status": "not run", "why": f"needs 2 or more GPUs, this machine has {gpus}"}
+        print(f"[multigpu] not run: {record['why']}", flush=True)
+        return record
+    out_json = run.work / "multigpu.json"
+    cmd = [sys.executable, "benchmarks/distributed.py", "--device", args.device, "--parity"]
+    cmd += ["--json", out_json]
+    if args.device == "cuda":
+        cmd += ["--models", "cifar,resnet20", "--steps", "3" if args.smoke else "20"]
+    else:
+        cmd += ["--models", "mnist", "--steps", "2", "--warmup", "1"]
+    record, text = run.stage("multigpu", cmd, later)
+    record["table"] = [line for line in text.splitlines() if line.startswith("|")]
+    if out_json.is_file():
+        record["report"] = json.loads(out_json.read_text())
+    return record
+
+
 RUNNERS = {"check": stage_check, "bench": stage_bench, "mnist": stage_mnist, "parity": stage_parity,
-           "cifar": stage_cifar}  # fmt: skip
+           "cifar": stage_cifar, "multigpu": stage_multigpu}  # fmt: skip
 
 
 # ====================================================================== the report
@@ -381,6 +409,16 @@ def markdown(r: dict) -> str:
             f"({parity['status']}, {parity.get('seconds', '-')} s)",
         ]
         lines += [f"- {f}" for f in parity.get("failed", [])]
+    multi = r["stages"].get("multigpu")
+    if multi:
+        lines += ["", "### Several GPUs: DistributedDataParallel over NCCL", ""]
+        if multi.get("status") == "not run":
+            lines.append(f"Not run: {multi.get('why')}.")
+        else:
+            par = (multi.get("report") or {}).get("parity")
+            if par:
+                lines += [f"NCCL parity ({par['ranks']} ranks): {'ok' if par['ok'] else 'FAILED'}.", ""]
+            lines += multi.get("table") or [f"no figures ({multi.get('status')})"]
     lines += ["", "### Stages", "", "| stage | status | seconds |", "|---|---|---:|"]
     for name, rec in r["stages"].items():
         lines.append(f"| {name} | {rec.get('status', '-')} | {rec.get('seconds', '-')} |")

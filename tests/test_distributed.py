@@ -340,6 +340,14 @@ def test_ddp_with_sync_batchnorm_equals_batchnorm_on_one_big_batch(device):
 
 
 @needs_mpi
+def test_plain_batchnorm_under_ddp_is_not_the_big_batch():
+    """Where the identity breaks (lesson 10): without SyncBatchNorm each rank normalises its own 3
+    images, a different function from BatchNorm on all 6."""
+    (r,) = results(mpirun(2, "ddp_sync_bn", "cpu", 3, "plain"))
+    assert r["diff"] > 1e-3
+
+
+@needs_mpi
 def test_nccl_collectives_on_the_standin_equal_mpis():
     (r,) = results(mpirun(2, "nccl_collectives"))
     assert r["cuda"] == r["cpu"] == [[1.5, -2.5], [0.0, 0.0, 1.0, 2.0], [1.0, 2.0], [1.0, 1.0]]

@@ -322,7 +322,7 @@ def cnn_with_batchnorm(seed):
     return model.to(dtype=mc.float64)
 
 
-def ddp_sync_bn(device, steps):
+def ddp_sync_bn(device, steps, sync="sync"):
     """DDP + SyncBatchNorm over p ranks (NCCL on the stand-in for device "cuda", MPI for "cpu") vs one
     process with BatchNorm on the whole batch; on "cuda", the host synchronisations of every step."""
     steps = int(steps)
@@ -330,11 +330,18 @@ def ddp_sync_bn(device, steps):
     if device == "cuda":
         fake, standin = install_fake_nccl()
         dist.init_process_group("nccl")
+    elif device == "cuda-real":  # real GPUs, one per rank (benchmarks/gpu_first_run.py's multigpu stage)
+        device = "cuda"
+        mc.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        dist.init_process_group("nccl")
     else:
         dist.init_process_group()
     r, p = dist.get_rank(), dist.get_world_size()
     b = 3
-    model = nn.SyncBatchNorm.convert_sync_batchnorm(cnn_with_batchnorm(seed=50 + r)).to(device)
+    model = cnn_with_batchnorm(seed=50 + r)
+    if sync == "sync":  # "plain": each rank's BatchNorm normalises its own b images (lesson 10)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
     model = DDP(model, bucket_cap_mb=1e-4)
     opt = sgd(model.parameters())
     syncs, transfers = [], []
@@ -369,9 +376,14 @@ def ddp_sync_bn(device, steps):
                n_nccl=len(fake.calls) if fake else 0, backend=dist.get_backend())  # fmt: skip
 
 
-def nccl_collectives():
-    """The collectives on stand-in GPU tensors through the fake NCCL, against the same on NumPy (MPI)."""
-    fake, _ = install_fake_nccl()
+def nccl_collectives(mode="cuda"):
+    """The collectives on stand-in GPU tensors through the fake NCCL (``cuda``), or on real GPUs
+    through NCCL (``cuda-real``), against the same on NumPy (MPI)."""
+    if mode == "cuda-real":
+        fake = None
+        mc.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    else:
+        fake, _ = install_fake_nccl()
     dist.init_process_group()  # backend None: MPI for CPU tensors, NCCL for GPU tensors
     r, p = dist.get_rank(), dist.get_world_size()
     out = {}
@@ -392,9 +404,8 @@ def nccl_collectives():
         dist.broadcast(c, 1)
         out[device] = [host(t), host(big), host(small), host(c)]
     if r == 0:
-        result(
-            cpu=out["cpu"], cuda=out["cuda"], nccl_calls=sorted(set(fake.calls)), backend=dist.get_backend()
-        )
+        calls = sorted(set(fake.calls)) if fake else []
+        result(cpu=out["cpu"], cuda=out["cuda"], nccl_calls=calls, backend=dist.get_backend())
 
 
 # ============================================================================ errors

@@ -142,7 +142,7 @@ def init_process_group(
     try:
         cpu = MPIBackend()
     except ImportError:
-        if launched > 1 or name == "nccl" or (world_size is not None and world_size > 1):
+        if launched > 1 or (world_size is not None and world_size > 1):
             raise
         cpu = LocalBackend()
     if world_size is not None and world_size != -1 and world_size != cpu.size:
