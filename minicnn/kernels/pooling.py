@@ -106,15 +106,18 @@ def max_pool2d_backward_loops(grad, arg, KH, KW, sh, sw, ph, pw, dh, dw, dx):
 def max_pool2d_2x2_forward_loops(x, out, arg):
     """Equals ``ops.pooling.max_pool2d_forward`` (bit for bit, arg-max included) for 2x2 windows with
     stride 2, no padding, dilation 1, every window inside the input: the models' pooling. PyTorch's
-    scan as written, its four steps spelled out: the window's first pixel, then each of the three
-    others in row-major order replaces the maximum when strictly greater or NaN. (Starting from the
-    first pixel equals starting from -inf: -inf > -inf is false, and arg-max 0 either way.) Why a
-    kernel of its own: with the window's size known, the loop body is straight-line code; the general
-    kernel's loops with run-time bounds measured 2-5x slower on these shapes. The test is written
-    ``(v > best) | (v != v)``, not ``or``: ``or`` stops early, which is a branch per pixel, and a
-    branch on random data is mispredicted half the time and keeps the loop from vectorising; ``|``
-    gives selects, and LLVM vectorises the row (with 8+ outputs per row, e.g. CIFAR's 32 and 16 wide
-    inputs: 2-5x faster on AVX2 and AVX-512, docs/kernels.md). Fills ``out`` and ``arg``."""
+    scan (from -inf, a pixel replaces the maximum when strictly greater or NaN, in row-major window
+    order) written, as in ``max_pool2d_forward_loops``, as its two outcomes: the first strict maximum
+    of the four pixels (offsets 0 = (0, 0), 1 = (0, 1), 2 = (1, 0), 3 = (1, 1)), or, in a window that
+    holds a NaN, the last NaN. (Starting from the first pixel equals starting from -inf: -inf > -inf
+    is false, and the arg-max is 0 either way.) Fills ``out`` and ``arg``.
+
+    Why this form: each ``if v > best`` is a plain "greater than" select, which LLVM compiles without
+    branches (a packed max and blend in a vectorised row, ``maxss`` and ``cmov`` in scalar code); the
+    NaN test is one rarely taken branch per window. Written as the scan's "greater or NaN" it was a
+    branch per pixel in AVX2 code, mispredicted on real data: MNIST's pools 4-5x, CIFAR's first two 4-12x
+    slower on AVX2 code (docs/kernels.md). Why a kernel of its own: with the window's size known, the
+    loop body is straight-line code; the general kernel's loops with run-time bounds measured 2-5x slower."""
     N, C, H, W = x.shape
     OH, OW = out.shape[2], out.shape[3]
     for nc in prange(N * C):
@@ -123,20 +126,34 @@ def max_pool2d_2x2_forward_loops(x, out, arg):
             h = 2 * oh
             for ow in range(OW):
                 w = 2 * ow
-                best = x[n, c, h, w]  # offset 0: (0, 0)
+                v0 = x[n, c, h, w]
+                v1 = x[n, c, h, w + 1]
+                v2 = x[n, c, h + 1, w]
+                v3 = x[n, c, h + 1, w + 1]
+                best = v0  # the first strict maximum
                 at = 0
-                v = x[n, c, h, w + 1]  # offset 1: (0, 1)
-                take = (v > best) | (v != v)
-                best = v if take else best
-                at = 1 if take else at
-                v = x[n, c, h + 1, w]  # offset 2: (1, 0)
-                take = (v > best) | (v != v)
-                best = v if take else best
-                at = 2 if take else at
-                v = x[n, c, h + 1, w + 1]  # offset 3: (1, 1)
-                take = (v > best) | (v != v)
-                best = v if take else best
-                at = 3 if take else at
+                if v1 > best:
+                    best = v1
+                    at = 1
+                if v2 > best:
+                    best = v2
+                    at = 2
+                if v3 > best:
+                    best = v3
+                    at = 3
+                if (v0 != v0) | (v1 != v1) | (v2 != v2) | (v3 != v3):  # a NaN: the last one wins
+                    if v0 != v0:
+                        best = v0
+                        at = 0
+                    if v1 != v1:
+                        best = v1
+                        at = 1
+                    if v2 != v2:
+                        best = v2
+                        at = 2
+                    if v3 != v3:
+                        best = v3
+                        at = 3
                 out[n, c, oh, ow] = best
                 arg[n, c, oh, ow] = at
 
