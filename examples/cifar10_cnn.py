@@ -17,6 +17,7 @@ from common import (
     limit,
     parse_args,
     pick_device,
+    process_seed,
     require_batches,
     run,
     setup_distributed,
@@ -50,7 +51,7 @@ def main(argv=None):
     )
     device = pick_device(args.device)
     setup_distributed(args)
-    mc.manual_seed(args.seed)
+    mc.manual_seed(process_seed(args))
     train_set, test_set, train, test_loader = cifar10_data(args, device, test_batch_size=500)
     model = wrap_model(cifar_cnn().to(device), args)
     print(model)

@@ -18,6 +18,7 @@ from common import (
     parse_args,
     pick_device,
     positive_int,
+    process_seed,
     run,
     setup_distributed,
     unwrap,
@@ -34,7 +35,7 @@ def main(argv=None):
                       out="runs/cifar10_resnet", add_arguments=_resnet_arguments)  # fmt: skip
     device = pick_device(args.device)
     setup_distributed(args)
-    mc.manual_seed(args.seed)
+    mc.manual_seed(process_seed(args))
     train_set, test_set, train_loader, test_loader = cifar10_data(args, device, test_batch_size=1000)
     model = wrap_model(resnet(args.depth, width=args.width).to(device), args)
     n_params = sum(p.numel() for p in model.parameters())

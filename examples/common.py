@@ -130,15 +130,16 @@ def setup_distributed(args):
 
 def train_loader(dataset, args, **kwargs):
     """The training DataLoader: shuffled by ``--seed``; with several processes, each takes its share
-    of every epoch (DistributedSampler, whose set_epoch ``fit`` calls) in batches of its part of the
-    global batch."""
+    of every epoch (DistributedSampler, the same ``--seed`` on every rank; ``fit`` calls its
+    set_epoch) in batches of its part of the global batch, with augmentation drawn per rank."""
     from minicnn.data import DataLoader, DistributedSampler
 
     if args.world_size == 1:
         return DataLoader(dataset, args.batch_size, shuffle=True, seed=loader_seed(args), **kwargs)
     sampler = DistributedSampler(dataset, args.world_size, args.rank, shuffle=True, seed=loader_seed(args),
                                  drop_last=kwargs.get("drop_last", False))  # fmt: skip
-    return DataLoader(dataset, args.per_rank_batch, sampler=sampler, seed=loader_seed(args), **kwargs)
+    augment_seed = (loader_seed(args) + args.rank) % 2**64  # each rank its own augmentation draws
+    return DataLoader(dataset, args.per_rank_batch, sampler=sampler, seed=augment_seed, **kwargs)
 
 
 def wrap_model(model, args):
@@ -154,6 +155,13 @@ def wrap_model(model, args):
 def unwrap(model):
     """The model inside DistributedDataParallel (what rank 0 saves and reports on)."""
     return getattr(model, "module", model)
+
+
+def process_seed(args) -> int:
+    """``--seed`` for this process's RNG (weights, dropout): as given on rank 0, whose weights
+    DistributedDataParallel sends to all; ``--seed`` + rank on the others, so that their dropout
+    masks differ (with one seed, every rank would drop the same units for its own images)."""
+    return args.seed if getattr(args, "rank", 0) == 0 else (args.seed + args.rank) % 2**64
 
 
 def loader_seed(args) -> int:

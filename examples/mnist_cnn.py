@@ -15,6 +15,7 @@ from common import (
     limit,
     parse_args,
     pick_device,
+    process_seed,
     run,
     setup_distributed,
     train_loader,
@@ -36,7 +37,7 @@ def main(argv=None):
     args = parse_args(argv, __doc__.splitlines()[0], epochs=5, batch_size=64, lr=1e-3, out="runs/mnist_cnn")
     device = pick_device(args.device)
     setup_distributed(args)
-    mc.manual_seed(args.seed)
+    mc.manual_seed(process_seed(args))
 
     train_set = limit(MNIST(args.data_dir, train=True, download=True), args.limit_train)
     test_set = limit(MNIST(args.data_dir, train=False, download=True), args.limit_test)
