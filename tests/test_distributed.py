@@ -357,11 +357,13 @@ def test_nccl_collectives_on_the_standin_equal_mpis():
 
 @needs_mpi
 def test_different_models_fail_on_every_rank_with_one_line():
-    proc = mpirun(2, "mismatch", timeout=60)
-    lines = [line for line in proc.stdout.splitlines() if "caught" in line]
-    assert len(lines) == 2 and {line.split()[1] for line in lines} == {"0", "1"}
-    for line in lines:
-        assert "parameter '0.weight' has shape (8, 4) on rank 0 but (9, 4) on rank 1" in line
+    (r,) = results(mpirun(2, "mismatch", timeout=60))
+    assert len(r["messages"]) == 2
+    for message in r["messages"]:
+        assert message == (
+            "DistributedDataParallel: rank 1's model differs from rank 0's: parameter '0.weight' has shape "
+            "(8, 4) on rank 0 but (9, 4) on rank 1 (every rank must build the same model)"
+        )
 
 
 @needs_mpi
@@ -440,24 +442,6 @@ def _example(script, *args, timeout=120, launcher=True):
 
 
 @needs_mpi
-def test_mnist_example_under_the_launcher_prints_and_writes_on_rank_0_only(tmp_path):
-    from tests.test_data import write_mnist_raw
-
-    write_mnist_raw(tmp_path / "data")
-    out = tmp_path / "out"
-    proc = _example("mnist_cnn.py", "--data-dir", tmp_path / "data", "--batch-size", "4", "--epochs", "2",
-                    "--out", out, "--distributed")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    text = proc.stdout
-    assert text.count("test accuracy:") == 1 and text.count("epoch 2/2: train loss") == 1
-    assert "distributed: 2 processes x 2 images = global batch 4, learning rate 0.001" in text
-    history = json.loads((out / "history.json").read_text())
-    assert history["epoch"] == [1, 2]
-    assert all(n == 12 for n in np.round(np.array(history["images_per_s"]) * history["epoch_time_s"]))
-    assert (out / "model.safetensors").is_file() and (out / "curves.png").is_file()
-
-
-@needs_mpi
 def test_cifar_example_with_sync_bn_on_its_own_under_mpiexec(tmp_path):
     """Started by plain mpiexec (no --distributed): data-parallel because the world size is 2."""
     from tests.test_data import write_npz
@@ -489,8 +473,9 @@ def _rank_pid(marker, rank):
 
 @needs_mpi
 def test_sigkill_of_a_rank_ends_the_job_and_resume_continues(tmp_path):
-    """SIGKILL rank 1 after the first checkpoint: rank 0 ends within 60 s, its last checkpoint loads,
-    and --resume continues from it."""
+    """The MNIST example under the launcher: SIGKILL rank 1 after the first checkpoint; rank 0 ends
+    within 60 s, its last checkpoint loads, and --resume continues from it, with rank 0 alone
+    printing and writing the report."""
     from minicnn.serialization import load_training_state
     from tests.test_data import write_mnist_raw
 
@@ -525,10 +510,16 @@ def test_sigkill_of_a_rank_ends_the_job_and_resume_continues(tmp_path):
     assert 1 <= done < 400
     proc = _example("mnist_cnn.py", *args, "--epochs", done + 2, "--resume")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"after epoch {done}" in proc.stdout and f"epoch {done + 1}/{done + 2}" in proc.stdout
-    assert f"epoch {done}/" not in proc.stdout  # the epochs before the checkpoint are not trained again
+    text = proc.stdout
+    assert f"after epoch {done}" in text and text.count(f"epoch {done + 2}/{done + 2}: train loss") == 1
+    assert f"epoch {done}/" not in text  # the epochs before the checkpoint are not trained again
+    assert "distributed: 2 processes x 2 images = global batch 4, learning rate 0.001" in text
+    assert text.count("test accuracy:") == 1  # rank 0 alone prints and writes the report
     history = json.loads((out / "history.json").read_text())
     assert history["epoch"] == list(range(1, done + 3))
+    n_images = np.round(np.array(history["images_per_s"]) * history["epoch_time_s"])
+    assert (n_images == 12).all()  # the statistics of both ranks together: all 12 training images
+    assert (out / "model.safetensors").is_file() and (out / "curves.png").is_file()
 
 
 @needs_mpi
