@@ -564,6 +564,47 @@ def test_reference_optimizers_and_schedulers():
             np.testing.assert_allclose(lrs_m, lrs_t, rtol=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["swa", "ema", "ema_multi", "torchvision_ema"])
+def test_averaged_model_matches_pytorchs(kind):
+    """torch.optim.swa_utils.AveragedModel, as torchvision's ExponentialMovingAverage uses it: the
+    averaged weights and buffers after a few steps, and a restart with n_averaged.fill_(0)."""
+
+    def build(lib):
+        n = lib.nn
+        return n.Sequential(n.Conv2d(1, 2, 3), n.BatchNorm2d(2), n.Flatten(), n.Linear(2 * 4 * 4, 3))
+
+    def averaged(lib, model):
+        su = lib.optim.swa_utils
+        if kind == "swa":
+            return su.AveragedModel(model)
+        if kind == "ema":
+            return su.AveragedModel(model, avg_fn=su.get_ema_avg_fn(0.9), use_buffers=True)
+        if kind == "ema_multi":
+            return su.AveragedModel(model, multi_avg_fn=su.get_ema_multi_avg_fn(0.9), use_buffers=True)
+        return su.AveragedModel(model, "cpu", lambda a, p, n: 0.8 * a + 0.2 * p, use_buffers=True)
+
+    m_t = build(torch).double()
+    m_m = build(mc).double()
+    m_m.load_state_dict({k: mc.tensor(v.detach().numpy()) for k, v in m_t.state_dict().items()})
+    a_t, a_m = averaged(torch, m_t), averaged(mc, m_m)
+    rng = np.random.default_rng(3)
+    for step in range(4):
+        x = rng.standard_normal((4, 1, 6, 6))
+        for lib, model, avg in ((torch, m_t, a_t), (mc, m_m, a_m)):
+            with lib.no_grad():
+                for p in model.parameters():
+                    p.add_(0.1 * step)
+            model(lib.tensor(x))  # training mode: the BatchNorm statistics move
+            avg.update_parameters(model)
+            if step == 1 and kind == "torchvision_ema":
+                avg.n_averaged.fill_(0)  # train.py's warm-up restart
+    st, sm = a_t.state_dict(), a_m.state_dict()
+    assert sorted(st) == sorted(sm)
+    for k in st:
+        np.testing.assert_allclose(sm[k].numpy(), st[k].numpy(), rtol=1e-12, atol=1e-14, err_msg=k)
+    same(a_m(mc.tensor(x)), a_t(torch.tensor(x)))
+
+
 def test_reference_samplers_and_loader_arguments():
     data = mc.utils.data.TensorDataset(mc.arange(10.0), mc.arange(10))
     loader = mc.utils.data.DataLoader(

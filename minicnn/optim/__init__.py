@@ -10,7 +10,7 @@ for epoch in range(epochs):
     sched.step()
 """
 
-from minicnn.optim import lr_scheduler
+from minicnn.optim import lr_scheduler, swa_utils
 from minicnn.optim.adadelta import Adadelta
 from minicnn.optim.adagrad import Adagrad
 from minicnn.optim.adam import Adam, AdamW
@@ -18,4 +18,4 @@ from minicnn.optim.optimizer import Optimizer
 from minicnn.optim.rmsprop import RMSprop
 from minicnn.optim.sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adadelta", "Adagrad", "lr_scheduler"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adadelta", "Adagrad", "lr_scheduler", "swa_utils"]
