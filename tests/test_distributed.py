@@ -356,6 +356,14 @@ def test_nccl_collectives_on_the_standin_equal_mpis():
 
 
 @needs_mpi
+def test_find_unused_parameters():
+    (r,) = results(mpirun(2, "unused"))
+    assert r["unused_grad_max"] == 0.0 and r["body_grads_agree"] == 0.0  # averaged: equal on both ranks
+    assert r["error"].startswith("DistributedDataParallel: expected to have finished reduction")
+    assert "find_unused_parameters=True" in r["error"]
+
+
+@needs_mpi
 def test_different_models_fail_on_every_rank_with_one_line():
     (r,) = results(mpirun(2, "mismatch", timeout=60))
     assert len(r["messages"]) == 2

@@ -408,6 +408,42 @@ def nccl_collectives(mode="cuda"):
         result(cpu=out["cpu"], cuda=out["cuda"], nccl_calls=calls, backend=dist.get_backend())
 
 
+class TwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body, self.used, self.unused = nn.Linear(4, 6), nn.Linear(6, 3), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.used(self.body(x).relu())
+
+
+def unused():
+    """A parameter the forward never uses: with find_unused_parameters its gradient counts as zero
+    and steps work; without, the next forward raises PyTorch's "finished reduction" error."""
+    dist.init_process_group()
+    r = dist.get_rank()
+    x, y = mc.randn(4, 4, dtype=mc.float64), mc.tensor([0, 1, 2, 0])
+    mc.manual_seed(0)
+    found = DDP(TwoHeads().double(), find_unused_parameters=True)
+    for _ in range(2):
+        F.cross_entropy(found(x + r), y).backward()
+    grads = [found.module.unused.weight.grad.numpy(), found.module.body.weight.grad.numpy()]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, grads)
+    mc.manual_seed(0)
+    strict = DDP(TwoHeads().double())
+    F.cross_entropy(strict(x), y).backward()
+    try:
+        strict(x)
+        error = None
+    except RuntimeError as e:
+        error = str(e)
+    if r == 0:
+        result(unused_grad_max=float(np.abs(gathered[0][0]).max()),
+               body_grads_agree=float(np.abs(gathered[0][1] - gathered[1][1]).max()),
+               error=error)  # fmt: skip
+
+
 # ============================================================================ errors
 def mismatch():
     """Rank 1 builds another model: DDP construction fails on every rank, with one clear line."""
