@@ -662,3 +662,77 @@ def test_the_audit_table_lists_this_files_additions():
         "out=",
     ):
         assert name in text, name
+
+
+# ============================================================ the current MNIST example, end to end
+def test_current_mnist_example_runs_and_its_test_numbers_match_pytorch():
+    """pytorch/examples mnist/main.py's structure with minicnn as torch (synthetic 28x28 data): device
+    from torch.accelerator, Adadelta, StepLR, the train and test loops. The test loop's summed loss and
+    correct count are then recomputed by PyTorch on the trained weights."""
+    torch_ = mc
+
+    class Net(torch_.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch_.nn.Conv2d(1, 32, 3, 1)
+            self.conv2 = torch_.nn.Conv2d(32, 64, 3, 1)
+            self.dropout1 = torch_.nn.Dropout(0.25)
+            self.dropout2 = torch_.nn.Dropout(0.5)
+            self.fc1 = torch_.nn.Linear(9216, 128)
+            self.fc2 = torch_.nn.Linear(128, 10)
+
+        def forward(self, x):
+            x = F.relu(self.conv2(F.relu(self.conv1(x))))
+            x = self.dropout1(F.max_pool2d(x, 2))
+            x = self.dropout2(F.relu(self.fc1(torch_.flatten(x, 1))))
+            return F.log_softmax(self.fc2(x), dim=1)
+
+    use_accel = torch_.accelerator.is_available()
+    torch_.manual_seed(1)
+    device = torch_.accelerator.current_accelerator() if use_accel else torch_.device("cpu")
+    rng = np.random.default_rng(1)
+    images = rng.random((24, 1, 28, 28)).astype(np.float32)
+    labels = rng.integers(0, 10, 24)
+    dataset = torch_.utils.data.TensorDataset(torch_.tensor(images), torch_.tensor(labels))
+    train_loader = torch_.utils.data.DataLoader(dataset, batch_size=8, shuffle=True)
+    test_loader = torch_.utils.data.DataLoader(dataset, batch_size=12)
+    model = Net().to(device)
+    optimizer = torch_.optim.Adadelta(model.parameters(), lr=1.0)
+    scheduler = torch_.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
+    for _epoch in range(2):
+        model.train()
+        for data, target in train_loader:
+            data, target = data.to(device), target.to(device)
+            optimizer.zero_grad()
+            loss = F.nll_loss(model(data), target)
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+    model.eval()
+    test_loss, correct = 0.0, 0
+    with torch_.no_grad():
+        for data, target in test_loader:
+            output = model(data.to(device))
+            test_loss += F.nll_loss(output, target.to(device), reduction="sum").item()
+            pred = output.argmax(dim=1, keepdim=True)
+            correct += pred.eq(target.view_as(pred)).sum().item()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.49)
+
+    ref = torch.nn.Module()
+    for name in ("conv1", "conv2", "fc1", "fc2"):
+        mine = getattr(model, name)
+        layer = (
+            torch.nn.Conv2d(*mine.weight.shape[1::-1], 3)
+            if "conv" in name
+            else torch.nn.Linear(mine.weight.shape[1], mine.weight.shape[0])
+        )
+        layer.weight.data = torch.tensor(mine.weight.numpy())
+        layer.bias.data = torch.tensor(mine.bias.numpy())
+        setattr(ref, name, layer)
+    with torch.no_grad():
+        x = torch.tensor(images)
+        x = TF.max_pool2d(TF.relu(ref.conv2(TF.relu(ref.conv1(x)))), 2)
+        out = TF.log_softmax(ref.fc2(TF.relu(ref.fc1(torch.flatten(x, 1)))), dim=1)
+        ref_loss = TF.nll_loss(out, torch.tensor(labels), reduction="sum").item()
+        ref_correct = out.argmax(dim=1).eq(torch.tensor(labels)).sum().item()
+    assert test_loss == pytest.approx(ref_loss, rel=1e-4) and correct == ref_correct
