@@ -179,20 +179,25 @@ def a6(y0, y1, y2, y3):
 
 
 # ---------------------------------------------------------------------------- F(2x2, 3x3) passes
+# Each pass works on one (sample, channel) plane at a time, in "tile-major" order: d[i, j, p] is
+# pixel (i, j) of tile p = th*TW + tw, so every transform is a loop over the plane's P tiles with
+# unit-stride loads and stores (it vectorises), and V[xi, c, t0:t0+P] is written contiguously.
 @njit(parallel=True, cache=True)
 def f2_input_transform(x, V):
     """V[4k+l, c, t] = (B^T d B)[k, l] for the 4x4 tile d of x (zero padding 1) under output tile t.
     Returns the number of non-finite input values (the caller then takes the im2col path)."""
     N, C, H, W = x.shape
     TH, TW = (H + 1) // 2, (W + 1) // 2
+    P = TH * TW
     bad = 0
     planes = N * C
     chunks = min(planes, CHUNKS)
     for chunk in prange(chunks):  # a run of (sample, channel) planes, its buffers allocated once
         xp = np.zeros((2 * TH + 2, 2 * TW + 2), x.dtype)  # the plane with its zero border
-        z = np.empty((4, 2 * TW + 2), x.dtype)
-        for nc in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):  # plane (n, c)
-            n, c = nc // C, nc % C
+        d = np.empty((4, 4, P), x.dtype)  # the plane's input tiles, tile-major
+        z = np.empty((4, 4, P), x.dtype)
+        for nc in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):
+            c, n = nc // N, nc % N  # n fastest: consecutive planes write V[xi, c] contiguously
             nonfinite = 0
             for h in range(H):
                 for w in range(W):
@@ -200,21 +205,24 @@ def f2_input_transform(x, V):
                     nonfinite += not np.isfinite(v)
                     xp[h + 1, w + 1] = v
             bad += nonfinite
-            for th in range(TH):
-                r = 2 * th
-                for w in range(2 * TW + 2):  # B^T down the 4 rows of this row of tiles
-                    z[0, w], z[1, w], z[2, w], z[3, w] = bt4(
-                        xp[r, w], xp[r + 1, w], xp[r + 2, w], xp[r + 3, w]
+            for i in range(4):  # gather the overlapping 4x4 tiles (stride 2)
+                for j in range(4):
+                    for th in range(TH):
+                        for tw in range(TW):
+                            d[i, j, th * TW + tw] = xp[2 * th + i, 2 * tw + j]
+            for j in range(4):  # B^T down the columns of every tile
+                for p in range(P):
+                    z[0, j, p], z[1, j, p], z[2, j, p], z[3, j, p] = bt4(
+                        d[0, j, p], d[1, j, p], d[2, j, p], d[3, j, p]
                     )
-                t0 = (n * TH + th) * TW
-                for k in range(4):  # then B^T along each of the 4 rows, tile by tile
-                    for tw in range(TW):
-                        j = 2 * tw
-                        v0, v1, v2, v3 = bt4(z[k, j], z[k, j + 1], z[k, j + 2], z[k, j + 3])
-                        V[4 * k, c, t0 + tw] = v0
-                        V[4 * k + 1, c, t0 + tw] = v1
-                        V[4 * k + 2, c, t0 + tw] = v2
-                        V[4 * k + 3, c, t0 + tw] = v3
+            t0 = n * P
+            for k in range(4):  # then along the rows, into V
+                for p in range(P):
+                    v0, v1, v2, v3 = bt4(z[k, 0, p], z[k, 1, p], z[k, 2, p], z[k, 3, p])
+                    V[4 * k, c, t0 + p] = v0
+                    V[4 * k + 1, c, t0 + p] = v1
+                    V[4 * k + 2, c, t0 + p] = v2
+                    V[4 * k + 3, c, t0 + p] = v3
     return bad
 
 
@@ -223,30 +231,36 @@ def f2_output_transform(M, bias, out):
     """out[n, o, 2th+i, 2tw+j] = (A^T M[:, o, t] A)[i, j] + bias[o], the tiles cropped at the border."""
     N, O, H, W = out.shape
     TH, TW = (H + 1) // 2, (W + 1) // 2
+    P = TH * TW
     planes = N * O
     chunks = min(planes, CHUNKS)
-    for chunk in prange(chunks):  # a run of (sample, channel) planes, its buffers allocated once
-        s = np.empty((4, 2, TW), M.dtype)
-        rows = np.empty((2, 2 * TW), M.dtype)
+    for chunk in prange(chunks):
+        s = np.empty((4, 2, P), M.dtype)
+        y = np.empty((2, 2, P), M.dtype)  # the plane's output tiles, tile-major
+        yp = np.empty((2 * TH, 2 * TW), M.dtype)  # the plane, uncropped
         for no in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):
-            n, o = no // O, no % O
+            o, n = no // N, no % N  # n fastest: consecutive planes read M[xi, o] contiguously
+            t0 = n * P
+            for k in range(4):  # A^T along the rows of every tile
+                for p in range(P):
+                    s[k, 0, p], s[k, 1, p] = at4(
+                        M[4 * k, o, t0 + p],
+                        M[4 * k + 1, o, t0 + p],
+                        M[4 * k + 2, o, t0 + p],
+                        M[4 * k + 3, o, t0 + p],
+                    )
+            for j in range(2):  # then down the columns
+                for p in range(P):
+                    y[0, j, p], y[1, j, p] = at4(s[0, j, p], s[1, j, p], s[2, j, p], s[3, j, p])
+            for i in range(2):  # the tiles into the plane
+                for j in range(2):
+                    for th in range(TH):
+                        for tw in range(TW):
+                            yp[2 * th + i, 2 * tw + j] = y[i, j, th * TW + tw]
             b = bias[o]
-            for th in range(TH):
-                t0 = (n * TH + th) * TW
-                for k in range(4):  # A^T along each row of every tile
-                    for tw in range(TW):
-                        t = t0 + tw
-                        s[k, 0, tw], s[k, 1, tw] = at4(M[4 * k, o, t], M[4 * k + 1, o, t], M[4 * k + 2, o, t],
-                                                       M[4 * k + 3, o, t])  # fmt: skip
-                for j in range(2):  # then A^T down the columns: two output rows
-                    for tw in range(TW):
-                        w = 2 * tw + j
-                        rows[0, w], rows[1, w] = at4(s[0, j, tw], s[1, j, tw], s[2, j, tw], s[3, j, tw])
-                for i in range(2):
-                    h = 2 * th + i
-                    if h < H:
-                        for w in range(W):
-                            out[n, o, h, w] = rows[i, w] + b
+            for h in range(H):  # cropped, plus the bias
+                for w in range(W):
+                    out[n, o, h, w] = yp[h, w] + b
 
 
 @njit(parallel=True, cache=True)
@@ -255,14 +269,16 @@ def f2_grad_output_transform(gy, dM):
     the adjoint of ``f2_output_transform``. Returns the number of non-finite values in gy."""
     N, O, H, W = gy.shape
     TH, TW = (H + 1) // 2, (W + 1) // 2
+    P = TH * TW
     bad = 0
     planes = N * O
     chunks = min(planes, CHUNKS)
-    for chunk in prange(chunks):  # a run of (sample, channel) planes, its buffers allocated once
-        gp = np.zeros((2 * TH, 2 * TW), gy.dtype)
-        q = np.empty((4, 2 * TW), gy.dtype)
+    for chunk in prange(chunks):
+        gp = np.zeros((2 * TH, 2 * TW), gy.dtype)  # the plane, zero beyond the border
+        dy = np.empty((2, 2, P), gy.dtype)
+        q = np.empty((4, 2, P), gy.dtype)
         for no in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):
-            n, o = no // O, no % O
+            o, n = no // N, no % N
             nonfinite = 0
             for h in range(H):
                 for w in range(W):
@@ -270,18 +286,22 @@ def f2_grad_output_transform(gy, dM):
                     nonfinite += not np.isfinite(v)
                     gp[h, w] = v
             bad += nonfinite
-            for th in range(TH):
-                r = 2 * th
-                for w in range(2 * TW):  # A down the columns: 2 rows -> 4
-                    q[0, w], q[1, w], q[2, w], q[3, w] = a4(gp[r, w], gp[r + 1, w])
-                t0 = (n * TH + th) * TW
-                for k in range(4):  # then A along the rows, tile by tile
-                    for tw in range(TW):
-                        m0, m1, m2, m3 = a4(q[k, 2 * tw], q[k, 2 * tw + 1])
-                        dM[4 * k, o, t0 + tw] = m0
-                        dM[4 * k + 1, o, t0 + tw] = m1
-                        dM[4 * k + 2, o, t0 + tw] = m2
-                        dM[4 * k + 3, o, t0 + tw] = m3
+            for i in range(2):  # the 2x2 gradient tiles, tile-major
+                for j in range(2):
+                    for th in range(TH):
+                        for tw in range(TW):
+                            dy[i, j, th * TW + tw] = gp[2 * th + i, 2 * tw + j]
+            for j in range(2):  # A down the columns: 2 rows -> 4
+                for p in range(P):
+                    q[0, j, p], q[1, j, p], q[2, j, p], q[3, j, p] = a4(dy[0, j, p], dy[1, j, p])
+            t0 = n * P
+            for k in range(4):  # then A along the rows, into dM
+                for p in range(P):
+                    m0, m1, m2, m3 = a4(q[k, 0, p], q[k, 1, p])
+                    dM[4 * k, o, t0 + p] = m0
+                    dM[4 * k + 1, o, t0 + p] = m1
+                    dM[4 * k + 2, o, t0 + p] = m2
+                    dM[4 * k + 3, o, t0 + p] = m3
     return bad
 
 
@@ -292,56 +312,58 @@ def f2_grad_input_transform(dV, dx):
     of ``f2_input_transform``."""
     N, C, H, W = dx.shape
     TH, TW = (H + 1) // 2, (W + 1) // 2
+    P = TH * TW
     planes = N * C
     chunks = min(planes, CHUNKS)
-    for chunk in prange(chunks):  # a run of (sample, channel) planes, its buffers allocated once
-        dxp = np.zeros((2 * TH + 2, 2 * TW + 2), dx.dtype)
-        f = np.empty((4, 4, TW), dx.dtype)
-        e = np.empty((4, 2 * TW + 2), dx.dtype)
-        for nc in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):  # plane (n, c)
-            n, c = nc // C, nc % C
+    for chunk in prange(chunks):  # each plane in one thread: the overlapping += cannot race
+        dxp = np.empty((2 * TH + 2, 2 * TW + 2), dx.dtype)
+        f = np.empty((4, 4, P), dx.dtype)
+        dd = np.empty((4, 4, P), dx.dtype)
+        for nc in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):
+            c, n = nc // N, nc % N
+            t0 = n * P
+            for k in range(4):  # B along the rows of every tile
+                for p in range(P):
+                    f[k, 0, p], f[k, 1, p], f[k, 2, p], f[k, 3, p] = b4(
+                        dV[4 * k, c, t0 + p],
+                        dV[4 * k + 1, c, t0 + p],
+                        dV[4 * k + 2, c, t0 + p],
+                        dV[4 * k + 3, c, t0 + p],
+                    )
+            for j in range(4):  # then B down the columns
+                for p in range(P):
+                    dd[0, j, p], dd[1, j, p], dd[2, j, p], dd[3, j, p] = b4(
+                        f[0, j, p], f[1, j, p], f[2, j, p], f[3, j, p]
+                    )
             dxp[:] = 0
-            for th in range(TH):
-                t0 = (n * TH + th) * TW
-                for k in range(4):  # B along the rows of every tile
-                    for tw in range(TW):
-                        t = t0 + tw
-                        f[k, 0, tw], f[k, 1, tw], f[k, 2, tw], f[k, 3, tw] = b4(
-                            dV[4 * k, c, t], dV[4 * k + 1, c, t], dV[4 * k + 2, c, t], dV[4 * k + 3, c, t]
-                        )
-                e[:] = 0
-                for k in range(4):  # the tiles of this row, added where they overlap
-                    for j in range(4):
+            for i in range(4):  # each tile added where it was read (stride 2: they overlap)
+                for j in range(4):
+                    for th in range(TH):
                         for tw in range(TW):
-                            e[k, 2 * tw + j] += f[k, j, tw]
-                r = 2 * th
-                for w in range(2 * TW + 2):  # then B down the columns, into the 4 rows of the tiles
-                    d0, d1, d2, d3 = b4(e[0, w], e[1, w], e[2, w], e[3, w])
-                    dxp[r, w] += d0
-                    dxp[r + 1, w] += d1
-                    dxp[r + 2, w] += d2
-                    dxp[r + 3, w] += d3
-            for h in range(H):
+                            dxp[2 * th + i, 2 * tw + j] += dd[i, j, th * TW + tw]
+            for h in range(H):  # the padding's share dropped
                 for w in range(W):
                     dx[n, c, h, w] = dxp[h + 1, w + 1]
 
 
 # ---------------------------------------------------------------------------- F(4x4, 3x3) passes
-# The same four passes with 6x6 input tiles, 4x4 output tiles, and bt6/b6/at6/a6.
+# The same four passes with 6x6 input tiles at stride 4, 4x4 output tiles, and bt6/b6/at6/a6.
 @njit(parallel=True, cache=True)
 def f4_input_transform(x, V):
     """V[6k+l, c, t] = (B^T d B)[k, l] for the 6x6 tile d of x (zero padding 1) under output tile t.
     Returns the number of non-finite input values."""
     N, C, H, W = x.shape
     TH, TW = (H + 3) // 4, (W + 3) // 4
+    P = TH * TW
     bad = 0
     planes = N * C
     chunks = min(planes, CHUNKS)
-    for chunk in prange(chunks):  # a run of (sample, channel) planes, its buffers allocated once
+    for chunk in prange(chunks):
         xp = np.zeros((4 * TH + 2, 4 * TW + 2), x.dtype)
-        z = np.empty((6, 4 * TW + 2), x.dtype)
+        d = np.empty((6, 6, P), x.dtype)
+        z = np.empty((6, 6, P), x.dtype)
         for nc in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):
-            n, c = nc // C, nc % C
+            c, n = nc // N, nc % N
             nonfinite = 0
             for h in range(H):
                 for w in range(W):
@@ -349,25 +371,28 @@ def f4_input_transform(x, V):
                     nonfinite += not np.isfinite(v)
                     xp[h + 1, w + 1] = v
             bad += nonfinite
-            for th in range(TH):
-                r = 4 * th
-                for w in range(4 * TW + 2):
-                    z[0, w], z[1, w], z[2, w], z[3, w], z[4, w], z[5, w] = bt6(
-                        xp[r, w], xp[r + 1, w], xp[r + 2, w], xp[r + 3, w], xp[r + 4, w], xp[r + 5, w]
+            for i in range(6):
+                for j in range(6):
+                    for th in range(TH):
+                        for tw in range(TW):
+                            d[i, j, th * TW + tw] = xp[4 * th + i, 4 * tw + j]
+            for j in range(6):
+                for p in range(P):
+                    z[0, j, p], z[1, j, p], z[2, j, p], z[3, j, p], z[4, j, p], z[5, j, p] = bt6(
+                        d[0, j, p], d[1, j, p], d[2, j, p], d[3, j, p], d[4, j, p], d[5, j, p]
                     )
-                t0 = (n * TH + th) * TW
-                for k in range(6):
-                    for tw in range(TW):
-                        j = 4 * tw
-                        v0, v1, v2, v3, v4, v5 = bt6(
-                            z[k, j], z[k, j + 1], z[k, j + 2], z[k, j + 3], z[k, j + 4], z[k, j + 5]
-                        )
-                        V[6 * k, c, t0 + tw] = v0
-                        V[6 * k + 1, c, t0 + tw] = v1
-                        V[6 * k + 2, c, t0 + tw] = v2
-                        V[6 * k + 3, c, t0 + tw] = v3
-                        V[6 * k + 4, c, t0 + tw] = v4
-                        V[6 * k + 5, c, t0 + tw] = v5
+            t0 = n * P
+            for k in range(6):
+                for p in range(P):
+                    v0, v1, v2, v3, v4, v5 = bt6(
+                        z[k, 0, p], z[k, 1, p], z[k, 2, p], z[k, 3, p], z[k, 4, p], z[k, 5, p]
+                    )
+                    V[6 * k, c, t0 + p] = v0
+                    V[6 * k + 1, c, t0 + p] = v1
+                    V[6 * k + 2, c, t0 + p] = v2
+                    V[6 * k + 3, c, t0 + p] = v3
+                    V[6 * k + 4, c, t0 + p] = v4
+                    V[6 * k + 5, c, t0 + p] = v5
     return bad
 
 
@@ -376,34 +401,36 @@ def f4_output_transform(M, bias, out):
     """out[n, o, 4th+i, 4tw+j] = (A^T M[:, o, t] A)[i, j] + bias[o], the tiles cropped at the border."""
     N, O, H, W = out.shape
     TH, TW = (H + 3) // 4, (W + 3) // 4
+    P = TH * TW
     planes = N * O
     chunks = min(planes, CHUNKS)
-    for chunk in prange(chunks):  # a run of (sample, channel) planes, its buffers allocated once
-        s = np.empty((6, 4, TW), M.dtype)
-        rows = np.empty((4, 4 * TW), M.dtype)
+    for chunk in prange(chunks):
+        s = np.empty((6, 4, P), M.dtype)
+        y = np.empty((4, 4, P), M.dtype)
+        yp = np.empty((4 * TH, 4 * TW), M.dtype)
         for no in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):
-            n, o = no // O, no % O
-            b = bias[o]
-            for th in range(TH):
-                t0 = (n * TH + th) * TW
-                for k in range(6):
-                    for tw in range(TW):
-                        t = t0 + tw
-                        s[k, 0, tw], s[k, 1, tw], s[k, 2, tw], s[k, 3, tw] = at6(
-                            M[6 * k, o, t], M[6 * k + 1, o, t], M[6 * k + 2, o, t],
-                            M[6 * k + 3, o, t], M[6 * k + 4, o, t], M[6 * k + 5, o, t],
-                        )  # fmt: skip
+            o, n = no // N, no % N
+            t0 = n * P
+            for k in range(6):
+                for p in range(P):
+                    s[k, 0, p], s[k, 1, p], s[k, 2, p], s[k, 3, p] = at6(
+                        M[6 * k, o, t0 + p], M[6 * k + 1, o, t0 + p], M[6 * k + 2, o, t0 + p],
+                        M[6 * k + 3, o, t0 + p], M[6 * k + 4, o, t0 + p], M[6 * k + 5, o, t0 + p],
+                    )  # fmt: skip
+            for j in range(4):
+                for p in range(P):
+                    y[0, j, p], y[1, j, p], y[2, j, p], y[3, j, p] = at6(
+                        s[0, j, p], s[1, j, p], s[2, j, p], s[3, j, p], s[4, j, p], s[5, j, p]
+                    )
+            for i in range(4):
                 for j in range(4):
-                    for tw in range(TW):
-                        w = 4 * tw + j
-                        rows[0, w], rows[1, w], rows[2, w], rows[3, w] = at6(
-                            s[0, j, tw], s[1, j, tw], s[2, j, tw], s[3, j, tw], s[4, j, tw], s[5, j, tw]
-                        )
-                for i in range(4):
-                    h = 4 * th + i
-                    if h < H:
-                        for w in range(W):
-                            out[n, o, h, w] = rows[i, w] + b
+                    for th in range(TH):
+                        for tw in range(TW):
+                            yp[4 * th + i, 4 * tw + j] = y[i, j, th * TW + tw]
+            b = bias[o]
+            for h in range(H):
+                for w in range(W):
+                    out[n, o, h, w] = yp[h, w] + b
 
 
 @njit(parallel=True, cache=True)
@@ -412,14 +439,16 @@ def f4_grad_output_transform(gy, dM):
     of non-finite values in gy."""
     N, O, H, W = gy.shape
     TH, TW = (H + 3) // 4, (W + 3) // 4
+    P = TH * TW
     bad = 0
     planes = N * O
     chunks = min(planes, CHUNKS)
-    for chunk in prange(chunks):  # a run of (sample, channel) planes, its buffers allocated once
+    for chunk in prange(chunks):
         gp = np.zeros((4 * TH, 4 * TW), gy.dtype)
-        q = np.empty((6, 4 * TW), gy.dtype)
+        dy = np.empty((4, 4, P), gy.dtype)
+        q = np.empty((6, 4, P), gy.dtype)
         for no in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):
-            n, o = no // O, no % O
+            o, n = no // N, no % N
             nonfinite = 0
             for h in range(H):
                 for w in range(W):
@@ -427,23 +456,26 @@ def f4_grad_output_transform(gy, dM):
                     nonfinite += not np.isfinite(v)
                     gp[h, w] = v
             bad += nonfinite
-            for th in range(TH):
-                r = 4 * th
-                for w in range(4 * TW):
-                    q[0, w], q[1, w], q[2, w], q[3, w], q[4, w], q[5, w] = a6(
-                        gp[r, w], gp[r + 1, w], gp[r + 2, w], gp[r + 3, w]
+            for i in range(4):
+                for j in range(4):
+                    for th in range(TH):
+                        for tw in range(TW):
+                            dy[i, j, th * TW + tw] = gp[4 * th + i, 4 * tw + j]
+            for j in range(4):
+                for p in range(P):
+                    q[0, j, p], q[1, j, p], q[2, j, p], q[3, j, p], q[4, j, p], q[5, j, p] = a6(
+                        dy[0, j, p], dy[1, j, p], dy[2, j, p], dy[3, j, p]
                     )
-                t0 = (n * TH + th) * TW
-                for k in range(6):
-                    for tw in range(TW):
-                        j = 4 * tw
-                        m0, m1, m2, m3, m4, m5 = a6(q[k, j], q[k, j + 1], q[k, j + 2], q[k, j + 3])
-                        dM[6 * k, o, t0 + tw] = m0
-                        dM[6 * k + 1, o, t0 + tw] = m1
-                        dM[6 * k + 2, o, t0 + tw] = m2
-                        dM[6 * k + 3, o, t0 + tw] = m3
-                        dM[6 * k + 4, o, t0 + tw] = m4
-                        dM[6 * k + 5, o, t0 + tw] = m5
+            t0 = n * P
+            for k in range(6):
+                for p in range(P):
+                    m0, m1, m2, m3, m4, m5 = a6(q[k, 0, p], q[k, 1, p], q[k, 2, p], q[k, 3, p])
+                    dM[6 * k, o, t0 + p] = m0
+                    dM[6 * k + 1, o, t0 + p] = m1
+                    dM[6 * k + 2, o, t0 + p] = m2
+                    dM[6 * k + 3, o, t0 + p] = m3
+                    dM[6 * k + 4, o, t0 + p] = m4
+                    dM[6 * k + 5, o, t0 + p] = m5
     return bad
 
 
@@ -453,38 +485,33 @@ def f4_grad_input_transform(dV, dx):
     (neighbours overlap by 2 pixels; the padding's share is dropped)."""
     N, C, H, W = dx.shape
     TH, TW = (H + 3) // 4, (W + 3) // 4
+    P = TH * TW
     planes = N * C
     chunks = min(planes, CHUNKS)
-    for chunk in prange(chunks):  # a run of (sample, channel) planes, its buffers allocated once
-        dxp = np.zeros((4 * TH + 2, 4 * TW + 2), dx.dtype)
-        f = np.empty((6, 6, TW), dx.dtype)
-        e = np.empty((6, 4 * TW + 2), dx.dtype)
+    for chunk in prange(chunks):
+        dxp = np.empty((4 * TH + 2, 4 * TW + 2), dx.dtype)
+        f = np.empty((6, 6, P), dx.dtype)
+        dd = np.empty((6, 6, P), dx.dtype)
         for nc in range(chunk * planes // chunks, (chunk + 1) * planes // chunks):
-            n, c = nc // C, nc % C
+            c, n = nc // N, nc % N
+            t0 = n * P
+            for k in range(6):
+                for p in range(P):
+                    f[k, 0, p], f[k, 1, p], f[k, 2, p], f[k, 3, p], f[k, 4, p], f[k, 5, p] = b6(
+                        dV[6 * k, c, t0 + p], dV[6 * k + 1, c, t0 + p], dV[6 * k + 2, c, t0 + p],
+                        dV[6 * k + 3, c, t0 + p], dV[6 * k + 4, c, t0 + p], dV[6 * k + 5, c, t0 + p],
+                    )  # fmt: skip
+            for j in range(6):
+                for p in range(P):
+                    dd[0, j, p], dd[1, j, p], dd[2, j, p], dd[3, j, p], dd[4, j, p], dd[5, j, p] = b6(
+                        f[0, j, p], f[1, j, p], f[2, j, p], f[3, j, p], f[4, j, p], f[5, j, p]
+                    )
             dxp[:] = 0
-            for th in range(TH):
-                t0 = (n * TH + th) * TW
-                for k in range(6):
-                    for tw in range(TW):
-                        t = t0 + tw
-                        f[k, 0, tw], f[k, 1, tw], f[k, 2, tw], f[k, 3, tw], f[k, 4, tw], f[k, 5, tw] = b6(
-                            dV[6 * k, c, t], dV[6 * k + 1, c, t], dV[6 * k + 2, c, t],
-                            dV[6 * k + 3, c, t], dV[6 * k + 4, c, t], dV[6 * k + 5, c, t],
-                        )  # fmt: skip
-                e[:] = 0
-                for k in range(6):
-                    for j in range(6):
+            for i in range(6):
+                for j in range(6):
+                    for th in range(TH):
                         for tw in range(TW):
-                            e[k, 4 * tw + j] += f[k, j, tw]
-                r = 4 * th
-                for w in range(4 * TW + 2):
-                    d0, d1, d2, d3, d4, d5 = b6(e[0, w], e[1, w], e[2, w], e[3, w], e[4, w], e[5, w])
-                    dxp[r, w] += d0
-                    dxp[r + 1, w] += d1
-                    dxp[r + 2, w] += d2
-                    dxp[r + 3, w] += d3
-                    dxp[r + 4, w] += d4
-                    dxp[r + 5, w] += d5
+                            dxp[4 * th + i, 4 * tw + j] += dd[i, j, th * TW + tw]
             for h in range(H):
                 for w in range(W):
                     dx[n, c, h, w] = dxp[h + 1, w + 1]
