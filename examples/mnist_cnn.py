@@ -34,7 +34,8 @@ MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)  # pixel statistics of the training
 
 
 def main(argv=None):
-    args = parse_args(argv, __doc__.splitlines()[0], epochs=5, batch_size=64, lr=1e-3, out="runs/mnist_cnn")
+    args = parse_args(argv, __doc__.splitlines()[0], epochs=5, batch_size=64, lr=1e-3, out="runs/mnist_cnn",
+                      add_arguments=_optimizer_argument)  # fmt: skip
     device = pick_device(args.device)
     setup_distributed(args)
     mc.manual_seed(process_seed(args))
@@ -51,7 +52,10 @@ def main(argv=None):
 
     model = wrap_model(mnist_cnn().to(device), args)
     print(model)
-    optimizer = optim.Adam(model.parameters(), lr=args.lr)
+    if args.optimizer == "sgd":  # (lesson 10 measures the linear scaling rule with it)
+        optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
+    else:
+        optimizer = optim.Adam(model.parameters(), lr=args.lr)
     # Cosine decay from --lr to 0 over the run (stepped once per epoch): the last epochs settle
     # into a minimum instead of bouncing around it at full learning rate.
     scheduler = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
@@ -60,6 +64,11 @@ def main(argv=None):
                   progress=not args.no_progress)  # fmt: skip
     if args.rank == 0:  # one process writes the report
         return write_report(unwrap(model), history, test_set, test_loader, args.out, "MNIST CNN")
+
+
+def _optimizer_argument(parser):
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
+                        help="adam, or sgd with momentum 0.9 (give it --lr 0.01 or so)")  # fmt: skip
 
 
 if __name__ == "__main__":
