@@ -288,7 +288,7 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=Fal
     """Every rank's ``input_tensor``, concatenated along dim 0 (or stacked), into ``output_tensor``."""
     who = "all_gather_into_tensor"
     _check_group(group, who)
-    out, inp, w = _array(output_tensor, who, "output_tensor"), _array(input_tensor, who, "input_tensor"), None
+    out, inp = _array(output_tensor, who, "output_tensor"), _array(input_tensor, who, "input_tensor")
     w = _world_or_raise()
     if out.size != inp.size * w.size or out.dtype != inp.dtype:
         raise ValueError(

@@ -29,6 +29,10 @@ import weakref
 from minicnn.autograd import is_grad_enabled
 from minicnn.nn.module import Module
 
+# PyTorch's other arguments, accepted and without effect here (one process drives one device)
+_ACCEPTED = {"init_sync", "mixed_precision", "device_mesh", "skip_all_reduce_unused_params",
+             "delay_all_reduce_named_params", "param_to_hook_all_reduce"}  # fmt: skip
+
 
 class _Bucket:
     """Parameters whose gradients are all-reduced together, through one flat buffer."""
@@ -82,6 +86,9 @@ class DistributedDataParallel(Module):
         from minicnn import distributed as dist
 
         super().__init__()
+        unknown = set(kwargs) - _ACCEPTED
+        if unknown:
+            raise TypeError(f"DistributedDataParallel got unexpected keyword arguments: {sorted(unknown)}")
         if not isinstance(module, Module):
             raise TypeError(
                 f"DistributedDataParallel: expected a minicnn.nn.Module, got {type(module).__name__}"
