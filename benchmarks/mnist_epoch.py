@@ -177,7 +177,10 @@ def main(argv=None) -> int:
     for i in range(args.runs):
         order = ("torch", "minicnn") if i % 2 else ("minicnn", "torch")
         for lib in order:
-            results[lib].append(run_minicnn(args) if lib == "minicnn" else run_torch(args))
+            r = run_minicnn(args) if lib == "minicnn" else run_torch(args)
+            results[lib].append(r)
+            print(f"run {i + 1} {lib}: wall {r['wall_s']:.1f} s, epoch {r['epoch_s'] or float('nan'):.1f} s, "
+                  f"load {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
     keys = ("wall_s", "epoch_s", "acc")
     med = {lib: {k: statistics.median(r[k] for r in rs if r[k] is not None) for k in keys}
            for lib, rs in results.items()}  # fmt: skip
