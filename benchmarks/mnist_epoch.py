@@ -118,7 +118,9 @@ for epoch in range(epochs):
     print(f"epoch {epoch + 1}/{epochs}: train {epoch_times[-1]:.1f} s, test accuracy {100 * acc:.2f}%")
 shutil.rmtree(tmp)
 print("@@RESULT@@ " + json.dumps({"epoch_s": epoch_times[0], "data_s": t_data, "acc": acc,
-                                  "script_s": time.perf_counter() - t_start}))
+                                  "script_s": time.perf_counter() - t_start, "train_images": len(train_set),
+                                  "params": sum(p.numel() for p in model.parameters()),
+                                  "layers": [type(m).__name__ for m in model]}))
 """
 
 
@@ -155,8 +157,7 @@ def run_torch(args) -> dict:
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("@@RESULT@@ ")), None)
     if proc.returncode != 0 or line is None:
         raise SystemExit(f"PyTorch recipe failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-    result = json.loads(line.split(" ", 1)[1])
-    return {"wall_s": wall, "epoch_s": result["epoch_s"], "acc": result["acc"]}
+    return {"wall_s": wall, **json.loads(line.split(" ", 1)[1])}
 
 
 def main(argv=None) -> int:
