@@ -5,6 +5,7 @@ are computed from the workers' medians. No timing is asserted (timings live in b
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,9 +22,15 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @pytest.fixture
 def bench(monkeypatch):
+    """The benchmark modules, imported from benchmarks/ and forgotten afterwards: their top-level names
+    (``_common``, ``run``) would otherwise shadow other folders' modules of the same name."""
     monkeypatch.syspath_prepend(str(BENCH))
+    before = set(sys.modules)
     modules = {"worker": "_minicnn_worker", "run": "run", "common": "_common"}
-    return SimpleNamespace(**{key: importlib.import_module(name) for key, name in modules.items()})
+    yield SimpleNamespace(**{key: importlib.import_module(name) for key, name in modules.items()})
+    for name in set(sys.modules) - before:
+        if getattr(sys.modules[name], "__file__", None) and str(BENCH) in sys.modules[name].__file__:
+            del sys.modules[name]
 
 
 def _conv_fwd_bwd(x, w, b, g):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import importlib
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,7 +22,8 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 @pytest.fixture
 def mnist_epoch(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
-    return importlib.import_module("mnist_epoch")
+    yield importlib.import_module("mnist_epoch")
+    sys.modules.pop("mnist_epoch", None)  # (a top-level name: not to shadow another folder's module)
 
 
 def write_mnist_gz(root: Path, n_train=40, n_test=7):
