@@ -498,6 +498,7 @@ def test_sigkill_of_a_rank_ends_the_job_and_resume_continues(tmp_path):
     try:
         deadline = time.monotonic() + 90
         while not (out / "checkpoint.safetensors").exists() and time.monotonic() < deadline:
+            assert job.poll() is None, job.communicate()[1][-3000:]  # ended before its first checkpoint
             time.sleep(0.05)
         victim = _rank_pid(str(out), 1)
         assert victim is not None and job.poll() is None
