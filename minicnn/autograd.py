@@ -413,9 +413,10 @@ def _backward(root, gradient, retain_graph):
             in_grads = _op_backward(fn, g)
         if not isinstance(in_grads, tuple):
             in_grads = (in_grads,)
+        complete = [] if pending else ()  # hooked leaves whose last edge is this op's: fired below
         for t, input_fn, gi in zip(inputs, fn.input_fns, in_grads):
             if pending and input_fn is None and t is not None and id(t) in pending:
-                _count_down(pending, t, delivered=gi is not None)  # after the delivery below
+                _count_down(pending, t, gi is not None, complete)
             if t is None or gi is None or not t.requires_grad:
                 continue
             if tuple(gi.shape) != tuple(t.shape):
@@ -429,8 +430,8 @@ def _backward(root, gradient, retain_graph):
             else:
                 with in_guard:
                     _deliver(grads, t, input_fn, gi)
-        if pending:
-            _fire_ready(pending)
+        for t in complete:
+            _fire_ready(pending, t)
         if not retain_graph:
             fn.release()
     if pending:  # leaves some of whose edges carried no gradient: fire for what did arrive
@@ -440,18 +441,19 @@ def _backward(root, gradient, retain_graph):
         pending.clear()
 
 
-def _count_down(pending, t, delivered):
+def _count_down(pending, t, delivered, complete):
     entry = pending[id(t)]
     entry[1] -= 1
     entry[2] = entry[2] or delivered
+    if entry[1] == 0:
+        complete.append(t)
 
 
-def _fire_ready(pending):
-    """Run the hooks of the leaves whose last edge has delivered (this op's gradients are in .grad)."""
-    for key in [k for k, (_, left, _) in pending.items() if left == 0]:
-        t, _, got = pending.pop(key)
-        if got:
-            _run_post_accumulate_hooks(t)
+def _fire_ready(pending, t):
+    """Run ``t``'s hooks: its last edge has delivered (this backward's gradient is all in ``t.grad``)."""
+    _, _, got = pending.pop(id(t))
+    if got:
+        _run_post_accumulate_hooks(t)
 
 
 def _deliver(grads, t, input_fn, gi):
