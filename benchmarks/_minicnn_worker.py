@@ -114,8 +114,9 @@ def conv_algorithms(mc):
     * ``kernels (chosen)``: what a model gets, the kernels tier with its own choice per layer;
     * ``im2col``: the kernels tier's im2col twin (Winograd switched off, when it exists);
     * ``textbook``: ``minicnn/ops/conv.py`` (``MINICNN_KERNELS=0``);
-    * ``winograd F(mxm,3x3)``, one per tile size ``m`` of ``minicnn.kernels.winograd.PASSES``, when
-      that module exists: its ``choose`` forced to ``m`` on 3x3 / stride 1 / padding 1 geometries."""
+    * ``winograd F(mxm,3x3)``, one per tile size ``m`` of ``minicnn.kernels.winograd`` (the keys of its
+      filter transforms ``G``), when that module exists: its ``choose`` forced to ``m`` on 3x3 /
+      stride 1 / padding 1 geometries (``kernels (chosen)`` shows which one, if any, it picks itself)."""
     import contextlib
 
     from minicnn import kernels
@@ -148,7 +149,7 @@ def conv_algorithms(mc):
 
             return lambda: patched(winograd, "choose", choose)
 
-        for m in sorted(getattr(winograd, "PASSES", {2: None, 4: None})):
+        for m in sorted(getattr(winograd, "G", None) or (2, 4)):  # the tile sizes (keys of G)
             algos[f"winograd F({m}x{m},3x3)"] = forced(m)
     if not kernels.available():  # no Numba: only the textbook runs
         algos = {"textbook": algos["textbook"]}
