@@ -92,12 +92,14 @@ _memory.tune_malloc()  # freed blocks stay in the process: no page faults per tr
 
 def empty_cache() -> None:
     """Free the memory minicnn keeps for reuse on the CPU: the compiled conv kernels' column buffer
-    of this thread (``minicnn/kernels/conv.py``), as ``torch.cuda.empty_cache`` does for PyTorch's
-    GPU cache. On CuPy, ``minicnn.cuda.empty_cache()`` frees CuPy's pool."""
+    and Winograd buffers of this thread (``minicnn/kernels/conv.py``, ``winograd.py``), as
+    ``torch.cuda.empty_cache`` does for PyTorch's GPU cache. On CuPy, ``minicnn.cuda.empty_cache()``
+    frees CuPy's pool."""
     if kernels.available():
-        from minicnn.kernels import conv
+        from minicnn.kernels import conv, winograd
 
         conv.columns.clear()
+        winograd.buffers.clear()
 
 
 def device(spec="cpu", index=None) -> Device:

@@ -266,3 +266,12 @@ def test_non_finite_values_fall_back_to_im2col(where, value, m, monkeypatch):
     np.testing.assert_array_equal(k_grads[0], t_grads[0])
     np.testing.assert_array_equal(np.isnan(k_grads[1]), np.isnan(t_grads[1]))
     np.testing.assert_array_equal(np.isinf(k_grads[1]), np.isinf(t_grads[1]))
+
+
+def test_empty_cache_frees_the_buffers(monkeypatch):
+    """minicnn.empty_cache() frees the Winograd buffers; the next call allocates them again."""
+    compare((2, 4, 6, 6), 3, "float64", 4, monkeypatch, key="cache")
+    assert any(b is not None for b in winograd.buffers.slots)
+    mc.empty_cache()
+    assert all(b is None for b in winograd.buffers.slots)
+    compare((2, 4, 6, 6), 3, "float64", 4, monkeypatch, key="cache")
