@@ -736,3 +736,19 @@ def test_current_mnist_example_runs_and_its_test_numbers_match_pytorch():
         ref_loss = TF.nll_loss(out, torch.tensor(labels), reduction="sum").item()
         ref_correct = out.argmax(dim=1).eq(torch.tensor(labels)).sum().item()
     assert test_loss == pytest.approx(ref_loss, rel=1e-4) and correct == ref_correct
+
+
+def test_utils_data_submodule_paths():
+    """torchvision's reference imports DistributedSampler and default_collate by their submodule paths."""
+    import torch.utils.data.dataloader as torch_dataloader
+    import torch.utils.data.distributed as torch_distributed
+
+    from minicnn.utils.data import dataloader, distributed
+
+    assert distributed.DistributedSampler is mc.utils.data.DistributedSampler
+    assert set(dataloader.__all__) <= set(dir(torch_dataloader))
+    assert "DistributedSampler" in dir(torch_distributed)
+    batch = dataloader.default_collate([(np.float64(1.0), 2), (np.float64(3.0), 4)])
+    ref = torch_dataloader.default_collate([(np.float64(1.0), 2), (np.float64(3.0), 4)])
+    np.testing.assert_array_equal(batch[0].numpy(), ref[0].numpy())
+    assert batch[0].dtype == mc.float64 and batch[1].dtype == mc.int64 and ref[1].dtype == torch.int64
