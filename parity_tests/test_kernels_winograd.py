@@ -206,36 +206,32 @@ def geometry(xs, ws, dtype="float32", **kw):
     ), np.dtype(dtype)
 
 
-@pytest.mark.parametrize("avx512", [False, True])
 @pytest.mark.parametrize(
     "xs, ws, kw, dtype, expected",
     [
-        ((64, 32, 14, 14), (64, 32, 3, 3), {}, "float32", (4, 0)),  # MNIST conv2: C*O/(C+O) = 21
-        ((128, 32, 16, 16), (64, 32, 3, 3), {}, "float32", (4, 0)),  # CIFAR conv2: 21
-        ((128, 64, 8, 8), (128, 64, 3, 3), {}, "float32", (4, 4)),  # CIFAR conv3: 43
-        ((128, 64, 16, 16), (64, 64, 3, 3), {}, "float64", (4, 4)),  # 32: on the bar
-        ((128, 16, 32, 32), (16, 16, 3, 3), {}, "float32", (0, 0)),  # 8
-        ((64, 1, 28, 28), (32, 1, 3, 3), {}, "float32", (0, 0)),  # MNIST conv1: im2col
-        ((128, 3, 32, 32), (32, 3, 3, 3), {}, "float32", (0, 0)),  # CIFAR conv1: im2col
-        ((8, 128, 16, 16), (128, 128, 3, 3), {}, "float32", (0, 0)),  # a small batch: N*H*W = 2048
-        ((1024, 128, 2, 2), (128, 128, 3, 3), {}, "float32", (0, 0)),  # 2x2 images
-        ((64, 128, 16, 16), (128, 128, 3, 3), dict(padding="same"), "float32", (4, 4)),  # = padding 1
-        ((64, 128, 16, 16), (128, 128, 3, 3), dict(stride=2), "float32", (0, 0)),
-        ((64, 128, 16, 16), (128, 128, 3, 3), dict(padding=0), "float32", (0, 0)),
-        ((64, 128, 16, 16), (128, 128, 3, 3), dict(padding=(1, 2)), "float32", (0, 0)),
-        ((64, 128, 16, 16), (128, 128, 3, 3), dict(dilation=2, padding=2), "float32", (0, 0)),
-        ((64, 128, 16, 16), (128, 64, 3, 3), dict(groups=2), "float32", (0, 0)),
-        ((64, 128, 16, 16), (128, 128, 5, 5), dict(padding=2), "float32", (0, 0)),
-        ((64, 128, 16, 16), (128, 128, 3, 3), {}, "float16", (0, 0)),
-        ((0, 128, 16, 16), (128, 128, 3, 3), {}, "float32", (0, 0)),
+        ((64, 32, 14, 14), (64, 32, 3, 3), {}, "float32", 0),  # MNIST conv2: C*O/(C+O) = 21
+        ((128, 32, 16, 16), (64, 32, 3, 3), {}, "float32", 0),  # CIFAR conv2: 21
+        ((128, 64, 8, 8), (128, 64, 3, 3), {}, "float32", 4),  # CIFAR conv3: 43
+        ((128, 64, 16, 16), (64, 64, 3, 3), {}, "float64", 4),  # 32: on the bar
+        ((128, 16, 32, 32), (16, 16, 3, 3), {}, "float32", 0),  # 8
+        ((64, 1, 28, 28), (32, 1, 3, 3), {}, "float32", 0),  # MNIST conv1: im2col
+        ((128, 3, 32, 32), (32, 3, 3, 3), {}, "float32", 0),  # CIFAR conv1: im2col
+        ((8, 128, 16, 16), (128, 128, 3, 3), {}, "float32", 0),  # a small batch: N*H*W = 2048
+        ((1024, 128, 2, 2), (128, 128, 3, 3), {}, "float32", 0),  # 2x2 images
+        ((64, 128, 16, 16), (128, 128, 3, 3), dict(padding="same"), "float32", 4),  # = padding 1
+        ((64, 128, 16, 16), (128, 128, 3, 3), dict(stride=2), "float32", 0),
+        ((64, 128, 16, 16), (128, 128, 3, 3), dict(padding=0), "float32", 0),
+        ((64, 128, 16, 16), (128, 128, 3, 3), dict(padding=(1, 2)), "float32", 0),
+        ((64, 128, 16, 16), (128, 128, 3, 3), dict(dilation=2, padding=2), "float32", 0),
+        ((64, 128, 16, 16), (128, 64, 3, 3), dict(groups=2), "float32", 0),
+        ((64, 128, 16, 16), (128, 128, 5, 5), dict(padding=2), "float32", 0),
+        ((64, 128, 16, 16), (128, 128, 3, 3), {}, "float16", 0),
+        ((0, 128, 16, 16), (128, 128, 3, 3), {}, "float32", 0),
     ],
 )
-def test_choose(xs, ws, kw, dtype, expected, avx512, monkeypatch):
-    """The chooser's rule (docs/kernels.md) on the models' layers and around its edges, for a BLAS
-    with AVX2 and with AVX-512 kernels."""
-    monkeypatch.setattr(winograd, "AVX512_BLAS", avx512)
+def test_choose(xs, ws, kw, dtype, expected, monkeypatch):
+    """The chooser's rule (docs/kernels.md) on the models' layers and around its edges."""
     g, dt = geometry(xs, ws, dtype, **kw)
-    expected = expected[avx512]
     assert winograd.choose(g, dt) == expected
     if expected:
         monkeypatch.setattr(winograd, "TILE", 2)

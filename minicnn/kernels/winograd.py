@@ -92,8 +92,7 @@ def choose(g, dtype):
     only where it measured faster than im2col (docs/kernels.md): at least ``MIN_CHANNELS`` input
     channels, images at least ``MIN_SIZE`` pixels on a side, at least ``MIN_PIXELS`` output pixels per
     channel over the batch (N*H*W), and enough GEMM work per transformed value: C*O/(C+O) at least
-    ``MIN_WORK`` (the GEMMs' multiply-adds per tile grow as C*O, the passes' memory traffic as C+O).
-    With AVX-512 SGEMM (``AVX512_BLAS``) im2col's GEMMs are twice as fast, so the bar is higher."""
+    ``MIN_WORK`` (the GEMMs' multiply-adds per tile grow as C*O, the passes' memory traffic as C+O)."""
     if not ENABLED or dtype not in LOOP_DTYPES or g.N == 0:
         return 0
     if (g.KH, g.KW) != (3, 3) or g.stride != (1, 1) or g.dilation != (1, 1) or g.groups != 1:
@@ -102,33 +101,22 @@ def choose(g, dtype):
         return 0
     if g.C < MIN_CHANNELS or min(g.H, g.W) < MIN_SIZE or g.N * g.H * g.W < MIN_PIXELS:
         return 0
-    if g.C * g.O < MIN_WORK[AVX512_BLAS] * (g.C + g.O):
+    if g.C * g.O < MIN_WORK * (g.C + g.O):
         return 0
     return TILE
 
 
-def _blas_has_avx512():
-    """Whether NumPy's OpenBLAS runs its AVX-512 kernels: the CPU has AVX-512F and OPENBLAS_CORETYPE
-    does not hold OpenBLAS to an older core (docs/performance.md, "The BLAS configuration matters")."""
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__
-    except ImportError:  # NumPy 1.x
-        from numpy.core._multiarray_umath import __cpu_features__
-    core = os.environ.get("OPENBLAS_CORETYPE", "").strip().lower()
-    return bool(__cpu_features__.get("AVX512F")) and core in ("", "skylakex", "cooperlake", "sapphirerapids")
-
-
-# The rule, measured on 2 cores (docs/kernels.md). F(4x4) against im2col, forward + backward:
-# with AVX2 SGEMM (OPENBLAS_CORETYPE=Haswell) faster on CIFAR conv2 and conv3 (C*O/(C+O) = 21, 43),
-# level on MNIST conv2 (21); with AVX-512 SGEMM faster on CIFAR conv3 only, slower on MNIST conv2.
-# Slower on small problems (batch 1-8, or 2x2 and 6x6 images at N*H*W <= 2304). F(2x2) was never
-# the fastest, but its float32 error is 10x smaller (docs/backprop/winograd.md): TILE = 2 selects it.
+# The rule, measured on 2 cores at load 1.4-2.3 (docs/kernels.md), F(4x4) against im2col, forward +
+# backward: faster at C*O/(C+O) = 32 and 64 with N*H*W >= 8192 (4-17 %), level on CIFAR conv3 (43),
+# slower on MNIST conv2 and CIFAR conv2 (21: by 5-30 %), on 8x8 images at N*H*W = 2048 even with 256
+# channels, and on small problems (batch 1-8, 2x2 and 6x6 images). The same with OpenBLAS held to its
+# AVX2 kernels. F(2x2) was never the fastest, but its float32 error is 10x smaller
+# (docs/backprop/winograd.md): TILE = 2 selects it for the same layers.
 TILE = 4
 MIN_CHANNELS = 16
 MIN_SIZE = 4
 MIN_PIXELS = 4096
-MIN_WORK = {False: 16, True: 32}  # C*O/(C+O), by AVX512_BLAS
-AVX512_BLAS = _blas_has_avx512()
+MIN_WORK = 32  # C*O/(C+O)
 
 
 # ---------------------------------------------------------------------------- the two passes
