@@ -144,24 +144,28 @@ def tiles_to_transformed(src, L, m, off, dst):
         x, n0 = it // nblocks, (it % nblocks) * B
         n1 = min(N, n0 + B)
         BP = (n1 - n0) * P
-        plane = np.zeros((m * TH + r - m, m * TW + r - m), src.dtype)  # zero border and overhang
+        Hp, Wp = m * TH + r - m, m * TW + r - m
+        planes = np.zeros((n1 - n0) * Hp * Wp, src.dtype)  # the block's planes, zero border and overhang
+        corner = np.empty(BP, np.int64)  # where each tile's top-left pixel is in ``planes``
         d = np.empty((r, r, BP), src.dtype)
         z = np.empty((a, r, BP), src.dtype)
         row = np.empty(BP, src.dtype)
         nonfinite = 0
         for n in range(n0, n1):
+            base = (n - n0) * Hp * Wp
             for h in range(H):
                 for w in range(W):
                     v = src[n, x, h, w]
                     nonfinite += not np.isfinite(v)
-                    plane[h + off, w + off] = v
-            t0 = (n - n0) * P
-            for i in range(r):  # gather the (overlapping) tiles, tile-major
-                for j in range(r):
-                    for th in range(TH):
-                        for tw in range(TW):
-                            d[i, j, t0 + th * TW + tw] = plane[m * th + i, m * tw + j]
+                    planes[base + (h + off) * Wp + w + off] = v
+            for th in range(TH):
+                for tw in range(TW):
+                    corner[(n - n0) * P + th * TW + tw] = base + m * th * Wp + m * tw
         bad += nonfinite
+        for i in range(r):  # gather the (overlapping) tiles, tile-major: one loop over all the block's tiles
+            for j in range(r):
+                for t in range(BP):
+                    d[i, j, t] = planes[corner[t] + i * Wp + j]
         z[:] = 0
         for k in range(a):  # L down the columns of every tile: z[k, j] = sum_i L[k, i] d[i, j]
             for i in range(r):
@@ -202,7 +206,13 @@ def transformed_to_tiles(src, L, m, off, bias, dst):
         BP = (n1 - n0) * P
         f = np.zeros((a, s, BP), src.dtype)
         y = np.zeros((s, s, BP), src.dtype)
-        plane = np.empty((m * TH + s - m, m * TW + s - m), src.dtype)
+        Hp, Wp = m * TH + s - m, m * TW + s - m
+        planes = np.zeros((n1 - n0) * Hp * Wp, src.dtype)  # the block's planes, uncropped
+        corner = np.empty(BP, np.int64)  # where each tile's top-left pixel goes in ``planes``
+        for n in range(n0, n1):
+            for th in range(TH):
+                for tw in range(TW):
+                    corner[(n - n0) * P + th * TW + tw] = (n - n0) * Hp * Wp + m * th * Wp + m * tw
         for k in range(a):  # L along the rows of every tile: f[k, j] = sum_l L[j, l] S[k, l]
             for l in range(a):
                 for j in range(s):
@@ -217,35 +227,37 @@ def transformed_to_tiles(src, L, m, off, bias, dst):
                     for j in range(s):
                         for t in range(BP):
                             y[i, j, t] += c * f[k, j, t]
+        for i in range(s):  # each tile added where it belongs: one loop over all the block's tiles
+            for j in range(s):
+                for t in range(BP):
+                    planes[corner[t] + i * Wp + j] += y[i, j, t]
         b = bias[x]
         for n in range(n0, n1):
-            plane[:] = 0
-            t0 = (n - n0) * P
-            for i in range(s):  # each tile added where it belongs
-                for j in range(s):
-                    for th in range(TH):
-                        for tw in range(TW):
-                            plane[m * th + i, m * tw + j] += y[i, j, t0 + th * TW + tw]
+            base = (n - n0) * Hp * Wp
             for h in range(H):  # cropped (and the padding's share dropped), plus the bias
                 for w in range(W):
-                    dst[n, x, h, w] = plane[h + off, w + off] + b
+                    dst[n, x, h, w] = planes[base + (h + off) * Wp + w + off] + b
 
 
 # ---------------------------------------------------------------------------- filter transforms (NumPy)
 def filter_transform(weight, m):
-    """U (a*a, O, C) = G w[o, c] G^T for every filter, in float64, stored in the weight's dtype."""
-    O, C = weight.shape[:2]
+    """U (a*a, O, C) = G w[o, c] G^T for every filter, in float64, stored in the weight's dtype.
+    (Two ``tensordot`` calls, i.e. two GEMMs, rather than O*C small matrix products.)"""
+    Gm = G[m]
     a = m + 2
-    u = G[m] @ weight.astype(np.float64) @ G[m].T  # (O, C, a, a)
-    return np.ascontiguousarray(u.reshape(O, C, a * a).transpose(2, 0, 1), dtype=weight.dtype)
+    tmp = np.tensordot(weight.astype(np.float64), Gm, axes=([3], [1]))  # (O, C, 3, a): w G^T
+    u = np.tensordot(Gm, tmp, axes=([1], [2]))  # (a, O, C, a): G w G^T, as [k, o, c, l]
+    return np.ascontiguousarray(u.transpose(0, 3, 1, 2), dtype=weight.dtype).reshape(a * a, *weight.shape[:2])
 
 
 def filter_transform_adjoint(dU, m):
     """dW (O, C, 3, 3) = G^T dU[:, o, c] G: the adjoint of ``filter_transform`` (float64 inside)."""
-    a2, O, C = dU.shape
+    Gm = G[m]
     a = m + 2
-    du = dU.astype(np.float64).transpose(1, 2, 0).reshape(O, C, a, a)
-    return (G[m].T @ du @ G[m]).astype(dU.dtype)
+    du = dU.astype(np.float64).reshape(a, a, *dU.shape[1:])  # [k, l, o, c]
+    tmp = np.tensordot(Gm, du, axes=([0], [0]))  # (3, a, O, C): G^T dU, as [p, l, o, c]
+    dw = np.tensordot(tmp, Gm, axes=([1], [0]))  # (3, O, C, 3): [p, o, c, q]
+    return np.ascontiguousarray(dw.transpose(1, 2, 0, 3), dtype=dU.dtype)
 
 
 # ---------------------------------------------------------------------------- buffers
