@@ -42,7 +42,8 @@ def make_optimizer(torch, name, params):
     return torch.optim.SGD(params, **OPTIMIZERS["sgd"])
 
 
-def model_task(torch, task, device, sync):
+def model_step(torch, task, device):
+    """``(step, model, source)``: one training step (or inference batch) of the task's model."""
     name, batch = task["model"], task.get("batch") or MODELS[task["model"]]["batch"]
     torch.manual_seed(0)
     model, source = build_model(torch.nn, name)
@@ -50,7 +51,7 @@ def model_task(torch, task, device, sync):
     x = torch.randn(batch, *MODELS[name]["input"], device=device)
     y = torch.randint(0, MODELS[name]["classes"], (batch,), device=device)
     F = torch.nn.functional
-    if task["mode"] == "train":
+    if task.get("mode", "train") == "train":
         model.train()
         opt = make_optimizer(torch, name, model.parameters())
 
@@ -67,6 +68,32 @@ def model_task(torch, task, device, sync):
             with torch.no_grad():
                 model(x)
 
+    return step, model, source
+
+
+def profile_task(torch, task, device):
+    """``torch.profiler`` over ``repeats`` training steps (after ``warmup``): each op's self CPU time
+    per step, the largest first -- the counterpart of minicnn's ``profile`` table."""
+    step, _, source = model_step(torch, dict(task, mode="train"), device)
+    for _ in range(task["warmup"]):
+        step()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(task["repeats"]):
+            step()
+    n = task["repeats"]
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) / n / 1e3
+    rows = [(e.key, e.self_cpu_time_total / n / 1e3, e.count / n) for e in events]
+    lines = [f"{'op (torch.profiler, self CPU time)':42s} {'ms/step':>9s} {'calls/step':>10s} {'share':>6s}"]
+    for key, ms, calls in rows[:18]:
+        lines.append(f"{key[:42]:42s} {ms:9.2f} {calls:10.1f} {ms / total:6.1%}")
+    lines.append(f"{'total (all ops, self time)':42s} {total:9.2f}")
+    return {"table": "\n".join(lines), "rows": rows, "model_source": source}
+
+
+def model_task(torch, task, device, sync):
+    step, model, source = model_step(torch, task, device)
     stats = time_it(step, task["warmup"], task["repeats"], sync)
     stats["params"] = sum(p.numel() for p in model.parameters())
     stats["layers"] = layer_names(model)
@@ -139,6 +166,8 @@ def main():
         result = op_task(torch, task, device, sync)
     elif kind == "convs":
         result = conv_task(torch, task, device)
+    elif kind == "profile":
+        result = profile_task(torch, task, device)
     elif kind == "sweep":
         result = {"sweep": {}}
         for b in task.get("batches", SWEEP_BATCHES):

@@ -21,7 +21,8 @@ What is printed:
     ``conv_algorithms`` in _minicnn_worker.py, the place to add one) against PyTorch's conv2d, once per
     BLAS setting (it does not depend on --tier);
   * a batch-size sweep of the MNIST CNN training step, in microseconds per sample;
-  * minicnn's profiler breakdown of the two training steps;
+  * where the two training steps' time goes: minicnn's profiler table, and torch.profiler's
+    self CPU time per op for the same step;
   * the cold start (``coldstart``, once, kernels tier, the BLAS setting of the shell): the MNIST CNN's
     first training step with an empty Numba cache and with a warm one (``cold_start.py``, one pair);
   * the same model rows on a GPU (TF32 off in both) when both libraries see one, and the GPU
@@ -430,15 +431,16 @@ def section_profile(args, env, device):
             "threads": args.threads,
             "device": device,
         }
-        r = run_worker("minicnn", task, env)
-        out[name] = r
         spec = MODELS[name]
-        print(
-            f"minicnn.profile of one {name} CNN training step (batch {spec['batch']}), "
-            f"mean of {task['repeats']} steps:"
-        )
-        print(r["table"] if "error" not in r else f"  error: {r['error']}")
-        print()
+        for lib, what in (("minicnn", "minicnn.profile"), ("torch", "torch.profiler")):
+            r = run_worker(lib, task, env)
+            out[f"{name} {lib}"] = r
+            print(
+                f"{what} of one {name} CNN training step (batch {spec['batch']}), "
+                f"mean of {task['repeats']} steps:"
+            )
+            print(r["table"] if "error" not in r else f"  error: {r['error']}")
+            print()
     return out
 
 
