@@ -23,6 +23,7 @@ import minicnn as mc
 import minicnn.nn.functional as F
 from minicnn import testing
 from parity_tests.harness import DTYPES, RTOL
+from parity_tests.test_activations import ELEMENTWISE
 
 pytestmark = [pytest.mark.nonfinite, pytest.mark.filterwarnings("ignore::RuntimeWarning")]
 TF = torch.nn.functional
@@ -42,15 +43,7 @@ RULES = {
 }
 
 UNARY = {
-    "relu": (F.relu, TF.relu),
-    "leaky_relu": (F.leaky_relu, TF.leaky_relu),
-    "elu": (F.elu, TF.elu),
-    "elu_alpha_0.7": (lambda x: F.elu(x, alpha=0.7), lambda x: TF.elu(x, alpha=0.7)),
-    "gelu": (F.gelu, TF.gelu),
-    "gelu_tanh": (lambda x: F.gelu(x, approximate="tanh"), lambda x: TF.gelu(x, approximate="tanh")),
-    "silu": (F.silu, TF.silu),
-    "sigmoid": (F.sigmoid, torch.sigmoid),
-    "tanh": (F.tanh, torch.tanh),
+    **ELEMENTWISE,  # the activations, as test_activations.py compares them
     "exp": (lambda x: x.exp(), torch.exp),
     "log": (lambda x: x.log(), torch.log),
     "sqrt": (lambda x: x.sqrt(), torch.sqrt),

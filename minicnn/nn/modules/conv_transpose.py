@@ -3,18 +3,15 @@ minicnn/ops/conv_transpose.py)."""
 
 from __future__ import annotations
 
-import math
-
 from minicnn.creation import empty
 from minicnn.nn import functional as F
-from minicnn.nn import init
-from minicnn.nn.module import Module
 from minicnn.nn.modules._utils import check_input
+from minicnn.nn.modules.conv import _ConvParameters
 from minicnn.nn.parameter import Parameter
 from minicnn.ops._geometry import _is_int, _pair, window_args
 
 
-class ConvTranspose2d(Module):
+class ConvTranspose2d(_ConvParameters):
     """The adjoint of ``Conv2d``: H_out = (H - 1) stride - 2 padding + dilation (K - 1) + output_padding + 1.
 
     Same signature and defaults as ``torch.nn.ConvTranspose2d``. Weight shape
@@ -72,28 +69,6 @@ class ConvTranspose2d(Module):
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            if fan_in != 0:
-                bound = 1 / math.sqrt(fan_in)
-                init.uniform_(self.bias, -bound, bound)
-
-    def extra_repr(self):
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
-            s += f", padding={self.padding}"
-        if self.output_padding != (0, 0):
-            s += f", output_padding={self.output_padding}"
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self.bias is None:
-            s += ", bias=False"
-        return s
 
     def forward(self, input, output_size=None):
         if output_size is not None:
