@@ -202,6 +202,9 @@ HEADER_CASES = {
         _safetensors_file({"a": _entry([4], 0, 16), "b": _entry([4], 0, 16)}, _A),
         ["'a'", "'b'", "overlap"],
     ),
+    "offsets given end first": (
+        _safetensors_file({"a": _entry([4], 16, 0)}, _A), ["tensor 'a'", "[16, 0]"]
+    ),
     "a gap": (
         _safetensors_file({"a": _entry([4], 0, 16), "b": _entry([2], 20, 28)}, _A + b"gap!" + _B),
         ["[16, 20]", "'a'", "'b'", "no tensor"],
