@@ -66,8 +66,8 @@ def transpose_geometry(x_shape, w_shape, b_shape, stride, padding, output_paddin
     # The conv2d without padding over it maps back to exactly H x W; the output is its window
     # [padding, padding + OH) (zero rows below it when output_padding reaches past the grid).
     Hf, Wf = (H - 1) * sh + dh * (KH - 1) + 1, (W - 1) * sw + dw * (KW - 1) + 1
+    # (Its output size is (H, W): the full grid's size is conv2d's output-size formula, inverted.)
     g = ConvGeometry((N, C_out, Hf, Wf), (C_in, Cg, KH, KW), None, (sh, sw), 0, (dh, dw), groups)
-    assert (g.OH, g.OW) == (H, W)  # the full grid's size is conv2d's output size formula, inverted
     g.window = (ph, pw, OH, OW)
     return g
 
