@@ -18,6 +18,7 @@ How it works (the whole mechanism fits on one screen):
 from __future__ import annotations
 
 import functools
+import itertools
 import weakref
 from time import perf_counter
 
@@ -262,14 +263,14 @@ def _topological_order(root_fn):
 _post_accumulate_grad_hooks = {}
 
 
-class _HookHandle:
-    """What ``register_post_accumulate_grad_hook`` returns: ``handle.remove()`` unregisters the hook."""
+class RemovableHandle:
+    """What a ``register_*_hook`` returns (PyTorch's ``torch.utils.hooks.RemovableHandle``):
+    ``handle.remove()`` unregisters the hook; also a context manager that removes it on exit."""
 
-    _next_id = 0
+    _ids = itertools.count()
 
-    def __init__(self, hooks):
-        self.hooks, self.id = hooks, _HookHandle._next_id
-        _HookHandle._next_id += 1
+    def __init__(self, hooks: dict):
+        self.hooks, self.id = hooks, next(RemovableHandle._ids)
 
     def remove(self):
         self.hooks.pop(self.id, None)
@@ -299,7 +300,7 @@ def register_post_accumulate_grad_hook(t, hook):
     if hooks is None:
         hooks = _post_accumulate_grad_hooks[id(t)] = {}
         weakref.finalize(t, _post_accumulate_grad_hooks.pop, id(t), None)
-    handle = _HookHandle(hooks)
+    handle = RemovableHandle(hooks)
     hooks[handle.id] = hook
     return handle
 

@@ -17,10 +17,10 @@ identity, device and dtype.
 from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
-from itertools import count
 
 import numpy as np
 
+from minicnn.autograd import RemovableHandle
 from minicnn.backend import (
     Device,
     device_of,
@@ -42,24 +42,6 @@ class IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpect
         if not self.missing_keys and not self.unexpected_keys:
             return "<All keys matched successfully>"
         return super().__repr__()
-
-
-class RemovableHandle:
-    """Returned by ``register_forward_hook``; ``handle.remove()`` unregisters the hook."""
-
-    _ids = count()
-
-    def __init__(self, hooks: dict):
-        self.hooks, self.id = hooks, next(RemovableHandle._ids)
-
-    def remove(self):
-        self.hooks.pop(self.id, None)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.remove()
 
 
 def _addindent(text, spaces):
