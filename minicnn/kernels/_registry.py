@@ -1,3 +1,3 @@
 """Imports every kernel module, so each registers its twins (``minicnn.kernels.twin``)."""
 
-from minicnn.kernels import activation, conv, normalization, pooling  # noqa: F401
+from minicnn.kernels import activation, conv, linear, normalization, pooling  # noqa: F401

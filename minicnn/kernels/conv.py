@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit, prange
 
 from minicnn._memory import MMAP_THRESHOLD
-from minicnn.kernels import twin, winograd
+from minicnn.kernels import gemm, twin, winograd
 from minicnn.ops import conv as textbook
 from minicnn.ops._geometry import ConvGeometry
 
@@ -169,7 +169,9 @@ class Conv2d(textbook.Conv2d):
         cols = im2col(x, g, keep).reshape(g.N, G, g.K, L)
         self.cols = cols if keep else None
         wm = weight.reshape(G, g.O // G, g.K)
-        out = (wm @ cols).reshape(g.N, g.O, L)  # (N, G, O/G, L): one GEMM per sample and group
+        out = np.empty((g.N, G, g.O // G, L), dtype=x.dtype)
+        gemm.matmul(wm, cols, out)  # one GEMM per sample and group, the samples shared out over threads
+        out = out.reshape(g.N, g.O, L)
         if bias is not None:
             add_bias_loops(out, bias)
         return out.reshape(g.N, g.O, g.OH, g.OW)
@@ -195,7 +197,7 @@ class Conv2d(textbook.Conv2d):
             wm = self.weight.reshape(G, g.O // G, g.K)
             shape = (g.N, G, g.K, L)
             dcols = columns.get(shape, gm.dtype) if REUSE_COLUMNS else np.empty(shape, gm.dtype)
-            np.matmul(wm.swapaxes(1, 2), gm, out=dcols)  # dcols[n] = Wm^T @ g[n]
+            gemm.matmul(wm.swapaxes(1, 2), gm, dcols)  # dcols[n] = Wm^T @ g[n]
             dx = col2im(dcols, g)
         if self.needs_input_grad[1]:
             cols = self.cols
@@ -203,10 +205,7 @@ class Conv2d(textbook.Conv2d):
                 cols = im2col(self.x, g).reshape(g.N, G, g.K, L)
             # dWm^T = sum_n cols[n] @ g[n]^T, one sample at a time into one small sum (this orientation,
             # and no (N, O, K) array of products as in the textbook, measured faster)
-            dwT = np.zeros((G, g.K, g.O // G), dtype=gm.dtype)
-            product = np.empty_like(dwT)
-            for n in range(g.N):
-                dwT += np.matmul(cols[n], gm[n].swapaxes(1, 2), out=product)
+            dwT = gemm.sum_of_products(cols, gm.swapaxes(2, 3))
             dw = dwT.swapaxes(1, 2).reshape(self.weight.shape)
         if self.has_bias and self.needs_input_grad[2]:
             db = np.einsum("nol->o", grad_output.reshape(g.N, g.O, L))  # the sum over N, OH, OW

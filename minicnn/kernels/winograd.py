@@ -37,6 +37,7 @@ import numpy as np
 from numba import njit, prange
 
 from minicnn._memory import MMAP_THRESHOLD
+from minicnn.kernels import gemm
 
 # ---------------------------------------------------------------------------- the transform matrices
 # Points 0, 1, -1 (F(2,3)) and 0, 1, -1, 2, -2 (F(4,3)), plus "infinity" (Lavin & Gray 2016).
@@ -319,7 +320,7 @@ def forward(x, weight, bias, g, m, keep=False):
     if tiles_to_transformed(np.ascontiguousarray(x), Bt, m, 1, V):  # V = B^T d B
         return None
     M = buffers.get(1, (a2, g.O, T), x.dtype)
-    np.matmul(U, V, out=M)  # a*a GEMMs (O, C) @ (C, T)
+    gemm.matmul(U, V, M)  # a*a GEMMs (O, C) @ (C, T), shared out over threads
     out = np.empty((g.N, g.O, g.H, g.W), dtype=x.dtype)
     b = np.zeros(g.O, x.dtype) if bias is None else np.ascontiguousarray(bias)
     transformed_to_tiles(M, At, m, 0, b, out)  # y = A^T M A + b
@@ -337,13 +338,14 @@ def backward(x, U, V, grad_output, g, m, need_dx, need_dw):
     dx = dw = None
     if need_dx:
         dV = buffers.get(0, (a2, g.C, T), dM.dtype)
-        np.matmul(U.transpose(0, 2, 1), dM, out=dV)  # dV[xi] = U[xi]^T @ dM[xi]
+        gemm.matmul(U.transpose(0, 2, 1), dM, dV)  # dV[xi] = U[xi]^T @ dM[xi]
         dx = np.empty((g.N, g.C, g.H, g.W), dtype=dM.dtype)
         transformed_to_tiles(dV, B, m, 1, np.zeros(g.C, dM.dtype), dx)  # dx = sum of B dV B^T
     if need_dw:
         if V is None:  # rebuilt (after dx: in the same buffer)
             V = buffers.get(0, (a2, g.C, T), dM.dtype)
             tiles_to_transformed(np.ascontiguousarray(x), Bt, m, 1, V)
-        dU = np.matmul(dM, V.transpose(0, 2, 1))  # dU[xi] = dM[xi] @ V[xi]^T: summed over every tile
+        dU = np.empty((a2, g.O, g.C), dM.dtype)
+        gemm.matmul(dM, V.transpose(0, 2, 1), dU)  # dU[xi] = dM[xi] @ V[xi]^T: summed over every tile
         dw = filter_transform_adjoint(dU, m)
     return dx, dw
