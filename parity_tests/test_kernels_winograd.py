@@ -210,7 +210,10 @@ def geometry(xs, ws, dtype="float32", **kw):
     "xs, ws, kw, dtype, expected",
     [
         ((64, 32, 14, 14), (64, 32, 3, 3), {}, "float32", 0),  # MNIST conv2: C*O/(C+O) = 21
-        ((128, 32, 16, 16), (64, 32, 3, 3), {}, "float32", 0),  # CIFAR conv2: 21
+        ((128, 32, 16, 16), (64, 32, 3, 3), {}, "float32", 4),  # CIFAR conv2: 21 with whole 4x4 tiles
+        ((128, 32, 12, 12), (64, 32, 3, 3), {}, "float64", 4),  # 21, whole tiles
+        ((128, 32, 16, 16), (32, 32, 3, 3), {}, "float32", 0),  # 16, below both bars
+        ((64, 32, 18, 18), (64, 32, 3, 3), {}, "float32", 0),  # 21, partial tiles
         ((128, 64, 8, 8), (128, 64, 3, 3), {}, "float32", 4),  # CIFAR conv3: 43
         ((128, 64, 16, 16), (64, 64, 3, 3), {}, "float64", 4),  # 32: on the bar
         ((128, 16, 32, 32), (16, 16, 3, 3), {}, "float32", 0),  # 8

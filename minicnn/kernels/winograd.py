@@ -93,7 +93,9 @@ def choose(g, dtype):
     only where it measured faster than im2col (docs/kernels.md): at least ``MIN_CHANNELS`` input
     channels, images at least ``MIN_SIZE`` pixels on a side, at least ``MIN_PIXELS`` output pixels per
     channel over the batch (N*H*W), and enough GEMM work per transformed value: C*O/(C+O) at least
-    ``MIN_WORK`` (the GEMMs' multiply-adds per tile grow as C*O, the passes' memory traffic as C+O)."""
+    ``MIN_WORK`` (the GEMMs' multiply-adds per tile grow as C*O, the passes' memory traffic as C+O),
+    or at least ``MIN_WORK_WHOLE_TILES`` where the tiles cover the image exactly (H and W multiples
+    of the tile size: no tile computes pixels outside the image)."""
     if not ENABLED or dtype not in LOOP_DTYPES or g.N == 0:
         return 0
     if (g.KH, g.KW) != (3, 3) or g.stride != (1, 1) or g.dilation != (1, 1) or g.groups != 1:
@@ -102,7 +104,8 @@ def choose(g, dtype):
         return 0
     if g.C < MIN_CHANNELS or min(g.H, g.W) < MIN_SIZE or g.N * g.H * g.W < MIN_PIXELS:
         return 0
-    if g.C * g.O < MIN_WORK * (g.C + g.O):
+    whole_tiles = g.H % TILE == 0 and g.W % TILE == 0
+    if g.C * g.O < (MIN_WORK_WHOLE_TILES if whole_tiles else MIN_WORK) * (g.C + g.O):
         return 0
     return TILE
 
@@ -118,6 +121,11 @@ MIN_CHANNELS = 16
 MIN_SIZE = 4
 MIN_PIXELS = 4096
 MIN_WORK = 32  # C*O/(C+O)
+# With the GEMMs shared out over threads (kernels/gemm.py), F(4x4) measured faster on CIFAR conv2
+# (C*O/(C+O) = 21, 16x16 images): forward + backward 33.8 vs 41.8 ms (median of 40, load ~1), the
+# CIFAR training step 112-119 vs 129-132 ms; level on MNIST conv2 (21, 14x14: its 4x4 tiles cover
+# 16x16, 31 % more pixels than the image): 20.6 vs 19.7 ms. docs/kernels.md.
+MIN_WORK_WHOLE_TILES = 20
 
 
 # ---------------------------------------------------------------------------- the two passes
