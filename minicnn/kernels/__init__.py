@@ -32,13 +32,45 @@ try:
     import numba
 except Exception as e:  # ImportError, or a broken llvmlite
     _reason_off = f"Numba could not be imported ({type(e).__name__}: {e})"
-else:
-    # Numba's threads and OpenBLAS's take turns on the same cores (a GEMM, then a loop kernel...).
-    # The default OpenMP layer's threads spin after each parallel loop and slow the GEMMs that
-    # follow: measured on 2 cores, the MNIST step took 60-100 ms with it and 35-48 ms with the
-    # "workqueue" layer, whose idle threads sleep (docs/kernels.md). NUMBA_THREADING_LAYER wins.
+_threads_started = False
+
+
+def start_threads():
+    """Start Numba's threads, on the OpenMP layer with a short spin where it is available.
+
+    A training step hands work to the threads some 30 times (each parallel loop, each GEMM shared
+    out by ``kernels/gemm.py``). Threads that sleep at once when idle ("workqueue", or OpenMP with
+    ``OMP_WAIT_POLICY=passive``) pay a wake-up at every hand-off; GNU OpenMP's default spins about
+    300,000 rounds, long enough to slow the GEMM shares that follow on the same cores. Measured on
+    2 cores (docs/kernels.md), MNIST step: workqueue 38-46 ms, OpenMP default 40-43, passive 32-34,
+    ``GOMP_SPINCOUNT`` 1,000-30,000 30-33; CIFAR: workqueue 160-195, 10,000 spins 125-128.
+    GNU OpenMP reads ``GOMP_SPINCOUNT`` when it loads, so the variable is set only while Numba
+    loads it here, then removed: it does not reach PyTorch's own OpenMP or child processes.
+    ``NUMBA_THREADING_LAYER``, ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` set by the user win.
+    Called once, at import."""
+    global _threads_started
+    if _threads_started or _reason_off is not None:
+        return
+    _threads_started = True
     if "NUMBA_THREADING_LAYER" not in os.environ:
-        numba.config.THREADING_LAYER = "workqueue"
+        numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+        numba.config.THREADING_LAYER = "default"
+    scoped = not any(v in os.environ for v in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"))
+    if scoped:
+        os.environ["GOMP_SPINCOUNT"] = str(GOMP_SPINCOUNT)
+    try:
+        from numba.np.ufunc import parallel
+
+        parallel._launch_threads()
+    except Exception as e:  # no threading layer could load: the first parallel kernel will say why
+        warnings.warn(f"minicnn: Numba's threads did not start ({e})", RuntimeWarning, stacklevel=2)
+    finally:
+        if scoped:
+            del os.environ["GOMP_SPINCOUNT"]
+
+
+GOMP_SPINCOUNT = 10_000
+start_threads()
 
 if os.environ.get("MINICNN_KERNELS", "1").strip() == "0":
     autograd._kernels_enabled = False
