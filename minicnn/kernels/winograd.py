@@ -254,8 +254,9 @@ def filter_transform(weight, m):
     (Two ``tensordot`` calls, i.e. two GEMMs, rather than O*C small matrix products.)"""
     Gm = G[m]
     a = m + 2
-    tmp = np.tensordot(weight.astype(np.float64), Gm, axes=([3], [1]))  # (O, C, 3, a): w G^T
-    u = np.tensordot(Gm, tmp, axes=([1], [2]))  # (a, O, C, a): G w G^T, as [k, o, c, l]
+    with gemm.one_blas_thread():  # (small: BLAS's own threads would wake its pool, kernels/gemm.py)
+        tmp = np.tensordot(weight.astype(np.float64), Gm, axes=([3], [1]))  # (O, C, 3, a): w G^T
+        u = np.tensordot(Gm, tmp, axes=([1], [2]))  # (a, O, C, a): G w G^T, as [k, o, c, l]
     return np.ascontiguousarray(u.transpose(0, 3, 1, 2), dtype=weight.dtype).reshape(a * a, *weight.shape[:2])
 
 
@@ -264,8 +265,9 @@ def filter_transform_adjoint(dU, m):
     Gm = G[m]
     a = m + 2
     du = dU.astype(np.float64).reshape(a, a, *dU.shape[1:])  # [k, l, o, c]
-    tmp = np.tensordot(Gm, du, axes=([0], [0]))  # (3, a, O, C): G^T dU, as [p, l, o, c]
-    dw = np.tensordot(tmp, Gm, axes=([1], [0]))  # (3, O, C, 3): [p, o, c, q]
+    with gemm.one_blas_thread():
+        tmp = np.tensordot(Gm, du, axes=([0], [0]))  # (3, a, O, C): G^T dU, as [p, l, o, c]
+        dw = np.tensordot(tmp, Gm, axes=([1], [0]))  # (3, O, C, 3): [p, o, c, q]
     return np.ascontiguousarray(dw.transpose(1, 2, 0, 3), dtype=dU.dtype)
 
 
