@@ -158,7 +158,12 @@ def conv_algorithms(mc):
 
 def conv_task(mc, np, task, device):
     """Forward + backward of every conv layer of ``CONV_LAYERS`` with every algorithm of
-    ``conv_algorithms``, the algorithms interleaved round by round (``time_interleaved``)."""
+    ``conv_algorithms``, the kernels tier's algorithms interleaved round by round
+    (``time_interleaved``), then the textbook on its own: its GEMMs run on BLAS's own threads, and
+    OpenBLAS's threads keep spinning for up to ~0.1 s after each, which would slow whichever
+    algorithm came next in the round (docs/kernels.md, "Threads")."""
+    import time
+
     lib = _lib(mc, np, device)
     algos = conv_algorithms(mc)
     out = {"algorithms": list(algos), "layers": {}}
@@ -172,9 +177,13 @@ def conv_task(mc, np, task, device):
 
             return run
 
-        out["layers"][layer] = time_interleaved(
-            {name: under(make) for name, make in algos.items()}, task["warmup"], task["repeats"]
-        )
+        fns = {name: under(make) for name, make in algos.items()}
+        alone = {name: fns.pop(name) for name in ("textbook",) if name in fns}
+        times = time_interleaved(fns, task["warmup"], task["repeats"])
+        for name, fn in alone.items():
+            times[name] = time_it(fn, task["warmup"], task["repeats"])
+            time.sleep(0.2)  # (BLAS's threads go back to sleep before the next layer)
+        out["layers"][layer] = {name: times[name] for name in algos}
     return out
 
 

@@ -384,8 +384,8 @@ def section_convs(args, env, device):
     print(fmt_table([*headers, "torch GFLOP/s"], rows))
     print(
         "(forward + backward of F.conv2d, 3x3 padding 1 with bias: dW, db, and dx except for a first layer; "
-        f"median of {args.repeats} after {args.warmup} warm-up, minicnn's algorithms interleaved in one "
-        "worker; "
+        f"median of {args.repeats} after {args.warmup} warm-up, minicnn's kernels-tier algorithms "
+        "interleaved in one worker, its textbook after them; "
         "* = minicnn's fastest; GFLOP/s: (6, or 4 for a first layer) x MACs)"
     )
     return pair
