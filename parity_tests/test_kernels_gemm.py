@@ -150,8 +150,3 @@ def test_linear_twin_equals_textbook(x_shape, out_features, bias, dtype, threads
         else:
             assert_close(kg, tg, RTOL[dtype], name)
 
-
-def test_one_blas_thread_inside_the_block_only(threads):
-    with gemm.one_blas_thread():
-        assert max(blas_threads()) == 1
-    assert max(blas_threads()) == threads

@@ -22,7 +22,6 @@ or where it finds no BLAS, every call is a plain ``np.matmul``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -101,20 +100,6 @@ def _run(count: int, job) -> list:
         return [first] + [f.result() for f in futures]
     finally:
         _shares.end()
-
-
-@contextlib.contextmanager
-def one_blas_thread():
-    """A block whose BLAS calls (small ones, not worth sharing out) run on one thread: a product
-    on BLAS's own threads would wake OpenBLAS's pool, whose threads then spin on the cores the
-    kernels need (measured: Winograd's filter transforms, two small float64 ``tensordot``, did so
-    under ``OPENBLAS_CORETYPE=Haswell`` and doubled the CIFAR step, 216-230 vs 114-118 ms)."""
-    threads = _shares.begin() if SPLIT else 1
-    try:
-        yield
-    finally:
-        if threads > 1:
-            _shares.end()
 
 
 def matmul(a, b, out):
