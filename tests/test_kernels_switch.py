@@ -147,3 +147,45 @@ def test_the_kernels_tier_matches_the_textbook_on_a_model_step():
     assert abs(l1 - l0) <= 1e-12 * abs(l0)
     for a, b in zip(g1, g0):  # (a conv bias before batch norm has a zero gradient: rounding noise)
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-13)
+
+
+@needs_numba
+def test_a_forked_child_runs_the_textbook_after_gnu_openmp_started():
+    """GNU OpenMP cannot run parallel loops after a fork once its threads ran (Numba ends the child);
+    a forked child of minicnn switches to the textbook tier instead and computes the same numbers.
+    Run in a fresh interpreter: the parent uses the kernels, forks, and the child's conv + ReLU +
+    backward come back through a pipe."""
+    code = """
+import os, sys, numpy as np, numba, minicnn as mc
+import minicnn.nn.functional as F
+from minicnn import kernels
+layer = numba.threading_layer()
+rng = np.random.default_rng(0)
+x = mc.tensor(rng.standard_normal((2, 3, 9, 9)), requires_grad=True)
+w = mc.tensor(rng.standard_normal((4, 3, 3, 3)), requires_grad=True)
+def run():
+    x.grad = w.grad = None
+    F.relu(F.conv2d(x, w, padding=1)).sum().backward()
+    return np.concatenate([x.grad.numpy().ravel(), w.grad.numpy().ravel()])
+parent = run()
+r, wr = os.pipe()
+pid = os.fork()
+if pid == 0:
+    child = run()
+    os.write(wr, np.array([kernels.enabled()], np.float64).tobytes() + child.tobytes())
+    os._exit(0)
+os.close(wr)
+data = b""
+while chunk := os.read(r, 1 << 16):
+    data += chunk
+_, status = os.waitpid(pid, 0)
+assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+got = np.frombuffer(data, np.float64)
+print(layer, kernels.enabled(), got[0], np.abs(got[1:] - parent).max() / np.abs(parent).max())
+"""
+    out = _run(code).stdout.split()
+    layer, parent_on, child_on, err = out[0], out[1], float(out[2]), float(out[3])
+    assert parent_on == "True"
+    if layer == "omp":
+        assert child_on == 0.0  # the textbook tier in the child
+    assert err < 1e-12  # the same gradients as the parent's kernels (float64)

@@ -72,6 +72,31 @@ def start_threads():
 GOMP_SPINCOUNT = 10_000
 start_threads()
 
+
+def _in_forked_child():
+    """GNU OpenMP cannot run parallel loops in a child forked after its threads ran in the parent:
+    Numba then ends the child ("Terminating: fork() called from a process already using GNU
+    OpenMP"). So a forked child (a DataLoader worker with the 'fork' start method, a
+    ``multiprocessing`` pool) runs the textbook tier: the same results, no compiled loops."""
+    global _reason_off
+    _reason_off = (
+        "this process was forked from one whose GNU OpenMP threads (Numba's threading layer) had "
+        "started, and GNU OpenMP cannot run after a fork; start child processes with 'spawn' or "
+        "'forkserver', or set NUMBA_THREADING_LAYER=workqueue, to use the kernels in them"
+    )
+    autograd._kernels_enabled = False
+
+
+if _reason_off is None and hasattr(os, "register_at_fork"):
+    try:
+        from numba.np.ufunc import omppool  # noqa: F401 -- loaded only on the OpenMP layer
+
+        _gnu_openmp = numba.threading_layer() == "omp" and omppool.openmp_vendor == "GNU"
+    except (ImportError, ValueError, AttributeError):  # another layer, or none started
+        _gnu_openmp = False
+    if _gnu_openmp:
+        os.register_at_fork(after_in_child=_in_forked_child)
+
 if os.environ.get("MINICNN_KERNELS", "1").strip() == "0":
     autograd._kernels_enabled = False
 elif _reason_off is not None:
