@@ -8,6 +8,8 @@ NumPy/CuPy hand them to BLAS with a "transposed" flag, so no transposed copy is 
 
 from __future__ import annotations
 
+import operator
+
 from minicnn.autograd import Function
 
 
@@ -15,12 +17,16 @@ class Linear(Function):
     """out = x @ W^T + b,  x: (B, in), W: (out, in), b: (out,), leading dims flattened into B.
     dL/dx = g @ W  (B, in),   dL/dW = g^T @ x  (out, in),   dL/db = sum of g over B  (out,)."""
 
+    # The three products are ``a @ b``; the kernels tier's twin (kernels/linear.py) replaces only this,
+    # with products shared out over threads.
+    matmul = staticmethod(operator.matmul)
+
     def forward(self, x, weight, bias=None):
         need_x, need_w = self.needs_input_grad[0], self.needs_input_grad[1]
         self.saved_inputs = (0,) * need_w + (1,) * need_x  # x for dW, W for dx (the version check)
         in_features, out_features = weight.shape[1], weight.shape[0]
         x2 = x.reshape(-1, in_features)
-        out = x2 @ weight.T
+        out = self.matmul(x2, weight.T)
         if bias is not None:
             out += bias
         self.x_shape = x.shape
@@ -31,8 +37,8 @@ class Linear(Function):
     def backward(self, g):
         need_x, need_w, need_b = self.needs_input_grad
         g2 = g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g
-        dx = (g2 @ self.weight).reshape(self.x_shape) if need_x else None
-        dw = g2.T @ self.x2 if need_w else None
+        dx = self.matmul(g2, self.weight).reshape(self.x_shape) if need_x else None
+        dw = self.matmul(g2.T, self.x2) if need_w else None
         db = g2.sum(axis=0) if need_b else None
         return dx, dw, db
 
