@@ -166,7 +166,7 @@ def tiles_to_transformed(src, L, m, off, dst):
                 for w in range(W):
                     v = src[n, x, h, w]
                     nonfinite += not np.isfinite(v)
-                    planes[base + (h + off) * Wp + w + off] = v
+                    planes[np.uint64(base + (h + off) * Wp + w + off)] = v
             for th in range(TH):
                 for tw in range(TW):
                     corner[(n - n0) * P + th * TW + tw] = base + m * th * Wp + m * tw
@@ -174,7 +174,7 @@ def tiles_to_transformed(src, L, m, off, dst):
         for i in range(r):  # gather the (overlapping) tiles, tile-major: one loop over all the block's tiles
             for j in range(r):
                 for t in range(BP):
-                    d[i, j, t] = planes[corner[t] + i * Wp + j]
+                    d[i, j, t] = planes[np.uint64(corner[t] + i * Wp + j)]
         z[:] = 0
         for k in range(a):  # L down the columns of every tile: z[k, j] = sum_i L[k, i] d[i, j]
             for i in range(r):
@@ -191,8 +191,9 @@ def tiles_to_transformed(src, L, m, off, dst):
                     if c != 0:
                         for t in range(BP):
                             row[t] += c * z[k, j, t]
+                drow = dst[a * k + l, x, n0 * P : n0 * P + BP]
                 for t in range(BP):
-                    dst[a * k + l, x, n0 * P + t] = row[t]
+                    drow[t] = row[t]
     return bad
 
 
@@ -224,11 +225,12 @@ def transformed_to_tiles(src, L, m, off, bias, dst):
                     corner[(n - n0) * P + th * TW + tw] = (n - n0) * Hp * Wp + m * th * Wp + m * tw
         for k in range(a):  # L along the rows of every tile: f[k, j] = sum_l L[j, l] S[k, l]
             for l in range(a):
+                srow = src[a * k + l, x, n0 * P : n0 * P + BP]  # (a view: its index t is never negative)
                 for j in range(s):
                     c = L[j, l]
                     if c != 0:
                         for t in range(BP):
-                            f[k, j, t] += c * src[a * k + l, x, n0 * P + t]
+                            f[k, j, t] += c * srow[t]
         for i in range(s):  # then down the columns: y[i, j] = sum_k L[i, k] f[k, j]
             for k in range(a):
                 c = L[i, k]
@@ -239,13 +241,13 @@ def transformed_to_tiles(src, L, m, off, bias, dst):
         for i in range(s):  # each tile added where it belongs: one loop over all the block's tiles
             for j in range(s):
                 for t in range(BP):
-                    planes[corner[t] + i * Wp + j] += y[i, j, t]
+                    planes[np.uint64(corner[t] + i * Wp + j)] += y[i, j, t]
         b = bias[x]
         for n in range(n0, n1):
             base = (n - n0) * Hp * Wp
             for h in range(H):  # cropped (and the padding's share dropped), plus the bias
                 for w in range(W):
-                    dst[n, x, h, w] = planes[base + (h + off) * Wp + w + off] + b
+                    dst[n, x, h, w] = planes[np.uint64(base + (h + off) * Wp + w + off)] + b
 
 
 # ---------------------------------------------------------------------------- filter transforms
