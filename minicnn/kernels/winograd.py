@@ -34,7 +34,7 @@ import os
 import threading
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from minicnn._memory import MMAP_THRESHOLD
 from minicnn.kernels import gemm
@@ -91,51 +91,49 @@ def choose(g, dtype):
 
     Only 3x3 kernels, stride 1, padding 1 on every side, dilation 1, groups 1, float32/float64, and
     only where it measured faster than im2col (docs/kernels.md): at least ``MIN_CHANNELS`` input
-    channels, images at least ``MIN_SIZE`` pixels on a side, at least ``MIN_PIXELS`` output pixels per
-    channel over the batch (N*H*W), and enough GEMM work per transformed value: C*O/(C+O) at least
-    ``MIN_WORK`` (the GEMMs' multiply-adds per tile grow as C*O, the passes' memory traffic as C+O),
-    or at least ``MIN_WORK_WHOLE_TILES`` where the tiles cover the image exactly (H and W multiples
-    of the tile size: no tile computes pixels outside the image)."""
+    channels and images at least ``MIN_SIZE`` pixels on a side."""
     if not ENABLED or dtype not in LOOP_DTYPES or g.N == 0:
         return 0
     if (g.KH, g.KW) != (3, 3) or g.stride != (1, 1) or g.dilation != (1, 1) or g.groups != 1:
         return 0
     if tuple(g.pads) != (1, 1, 1, 1):
         return 0
-    if g.C < MIN_CHANNELS or min(g.H, g.W) < MIN_SIZE or g.N * g.H * g.W < MIN_PIXELS:
-        return 0
-    whole_tiles = g.H % TILE == 0 and g.W % TILE == 0
-    if g.C * g.O < (MIN_WORK_WHOLE_TILES if whole_tiles else MIN_WORK) * (g.C + g.O):
+    if g.C < MIN_CHANNELS or min(g.H, g.W) < MIN_SIZE:
         return 0
     return TILE
 
 
-# The rule, measured on 2 cores at load 1.4-2.3 (docs/kernels.md), F(4x4) against im2col, forward +
-# backward: faster at C*O/(C+O) = 32 and 64 with N*H*W >= 8192 (4-17 %), level on CIFAR conv3 (43),
-# slower on MNIST conv2 and CIFAR conv2 (21: by 5-30 %), on 8x8 images at N*H*W = 2048 even with 256
-# channels, and on small problems (batch 1-8, 2x2 and 6x6 images). The same with OpenBLAS held to its
-# AVX2 kernels. F(2x2) was never the fastest, but its float32 error is 10x smaller
+# The rule, measured on 2 cores (docs/kernels.md), F(4x4) against im2col, forward + backward, after
+# the GEMMs were shared out over threads (kernels/gemm.py) and the passes' indices made unsigned (so
+# they vectorise): F(4x4) faster on every layer with 16 or more input channels that was measured,
+# from C*O/(C+O) = 5 ((128, 16, 32, 32) -> 8: 21-22 vs 32-36 ms) to 128 ((32, 256, 8, 8) -> 256:
+# 21-22 vs 52-54 ms), at batch 2-128 and on 4x4 to 32x32 images; level at batch 1 and on 2x2 images.
+# im2col stays much faster on the first layers (1 and 3 input channels: 2.4 vs 11.3 ms on MNIST
+# conv1). (Before those two changes the passes ran at 2-8 GB/s and F(4x4) won only at C*O/(C+O) >= 32
+# with N*H*W >= 4096.) F(2x2) is slower than F(4x4) everywhere, but its float32 error is 10x smaller
 # (docs/backprop/winograd.md): TILE = 2 selects it for the same layers.
 TILE = 4
 MIN_CHANNELS = 16
 MIN_SIZE = 4
-MIN_PIXELS = 4096
-MIN_WORK = 32  # C*O/(C+O)
-# With the GEMMs shared out over threads (kernels/gemm.py), F(4x4) measured faster on CIFAR conv2
-# (C*O/(C+O) = 21, 16x16 images): forward + backward 33.8 vs 41.8 ms (median of 40, load ~1), the
-# CIFAR training step 112-119 vs 129-132 ms; level on MNIST conv2 (21, 14x14: its 4x4 tiles cover
-# 16x16, 31 % more pixels than the image): 20.6 vs 19.7 ms. docs/kernels.md.
-MIN_WORK_WHOLE_TILES = 20
 
 
 # ---------------------------------------------------------------------------- the two passes
 # Two compiled kernels serve both tile sizes and all four transforms (a few kernels compile in a few
-# seconds; eight explicit-add kernels took over 10 s of the cold start, docs/kernels.md). Each
-# prange iteration takes one channel plane of a block of samples, and works in "tile-major" order:
+# seconds; eight explicit-add kernels took over 10 s of the cold start, docs/kernels.md). They are
+# serial loops over a range of iterations that release the GIL, run in shares on minicnn's worker
+# threads (``gemm.loop_shares``): the same loops under ``prange`` took 7.7 s to compile, these 3.1 s
+# (the cold first step of the MNIST CNN, docs/kernels.md). Each iteration takes one channel plane of
+# a block of samples, and works in "tile-major" order:
 # d[i, j, t] is pixel (i, j) of tile t, so every transform is a loop over the block's tiles with
 # unit-stride loads and stores (it vectorises), and a row V[xi, c, t0:t1] is written contiguously.
 # A 1-D transform is a small matrix L applied as a sum of scaled rows, zero coefficients skipped.
-@njit(parallel=True, cache=True)
+def _blocks(N, H, W, m):
+    """(B, nblocks): the passes take B samples at a time (about 512 tiles), in nblocks blocks."""
+    P = (-(-H // m)) * (-(-W // m))
+    B = max(1, min(N, 512 // P))
+    return B, -(-N // B)
+
+
 def tiles_to_transformed(src, L, m, off, dst):
     """dst[a*k + l, x, t] = (L d L^T)[k, l] for the r x r tile d of plane src[n, x] whose top-left
     pixel is (m*th - off, m*tw - off) (zero outside the plane), t = (n, th, tw); L is (a, r).
@@ -143,13 +141,25 @@ def tiles_to_transformed(src, L, m, off, dst):
     of the output transform): L = A (a x m), off = 0. Returns the number of non-finite values in src
     (the caller then takes the im2col path)."""
     N, X, H, W = src.shape
+    B, nblocks = _blocks(N, H, W, m)
+
+    def share(lo, hi):
+        return tiles_to_transformed_loops(src, L, m, off, dst, B, lo, hi)
+
+    return sum(gemm.loop_shares(X * nblocks, share))
+
+
+@njit(cache=True, nogil=True)
+def tiles_to_transformed_loops(src, L, m, off, dst, B, it0, it1):
+    """``tiles_to_transformed`` for iterations [it0, it1): iteration it is channel it // nblocks of
+    the block of B samples starting at (it % nblocks) * B."""
+    N, X, H, W = src.shape
     a, r = L.shape
     TH, TW = (H + m - 1) // m, (W + m - 1) // m
     P = TH * TW
-    B = max(1, min(N, 512 // P))
     nblocks = (N + B - 1) // B
     bad = 0
-    for it in prange(X * nblocks):  # one channel of a block of samples: writes dst[:, x, its tiles]
+    for it in range(it0, it1):  # one channel of a block of samples: writes dst[:, x, its tiles]
         x, n0 = it // nblocks, (it % nblocks) * B
         n1 = min(N, n0 + B)
         BP = (n1 - n0) * P
@@ -197,7 +207,6 @@ def tiles_to_transformed(src, L, m, off, dst):
     return bad
 
 
-@njit(parallel=True, cache=True)
 def transformed_to_tiles(src, L, m, off, bias, dst):
     """dst[n, x] = the sum over tiles t of (L S L^T) placed with its top-left pixel at
     (m*th - off, m*tw - off), cropped to the plane, plus bias[x]; S[k, l] = src[a*k + l, x, t] and L
@@ -205,12 +214,23 @@ def transformed_to_tiles(src, L, m, off, bias, dst):
     transform (the adjoint of the input transform): L = B (a x a), off = 1, zero bias: the a x a tiles
     overlap by 2 pixels and add up, and what falls on the padding is dropped."""
     N, X, H, W = dst.shape
+    B, nblocks = _blocks(N, H, W, m)
+
+    def share(lo, hi):
+        transformed_to_tiles_loops(src, L, m, off, bias, dst, B, lo, hi)
+
+    gemm.loop_shares(X * nblocks, share)
+
+
+@njit(cache=True, nogil=True)
+def transformed_to_tiles_loops(src, L, m, off, bias, dst, B, it0, it1):
+    """``transformed_to_tiles`` for iterations [it0, it1), as in ``tiles_to_transformed_loops``."""
+    N, X, H, W = dst.shape
     s, a = L.shape
     TH, TW = (H + m - 1) // m, (W + m - 1) // m
     P = TH * TW
-    B = max(1, min(N, 512 // P))
     nblocks = (N + B - 1) // B
-    for it in prange(X * nblocks):  # one channel of a block of samples: the overlapping += in one thread
+    for it in range(it0, it1):  # one channel of a block of samples: the overlapping += in one thread
         x, n0 = it // nblocks, (it % nblocks) * B
         n1 = min(N, n0 + B)
         BP = (n1 - n0) * P
@@ -254,14 +274,14 @@ def transformed_to_tiles(src, L, m, off, bias, dst):
 # O*C small 3x3 -> a x a products, in float64, each rounded once to the weight's dtype. As loops: the
 # same products as two NumPy ``tensordot`` calls, without their transposed copies (CIFAR conv3's
 # filter transform took 0.94-0.99 ms that way, most of it copying).
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def filter_transform_loops(w, Gm, U):
     """U[a*k + l, o, c] = (G w[o, c] G^T)[k, l] for every filter, summed in float64. (One output
     channel per iteration; the input channel innermost, so each row U[a*k + l, o, :] is written
     contiguously.)"""
     O, C = w.shape[0], w.shape[1]
     a = Gm.shape[0]
-    for o in prange(O):
+    for o in range(O):
         gw = np.zeros((a, 3, C))  # G w[o, c], float64
         for k in range(a):
             for i in range(3):
@@ -279,13 +299,13 @@ def filter_transform_loops(w, Gm, U):
                     U[a * k + l, o, c] = v
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def filter_transform_adjoint_loops(dU, Gm, dw):
     """dw[o, c] = G^T dU[:, o, c] G, dU[a*k + l, o, c] read as an a x a matrix; summed in float64.
     (One output channel per iteration; the input channel innermost, so dU is read row by row.)"""
     O, C = dw.shape[0], dw.shape[1]
     a = Gm.shape[0]
-    for o in prange(O):
+    for o in range(O):
         gd = np.zeros((3, a, C))  # G^T dU[:, o, c], float64
         for p in range(3):
             for k in range(a):
