@@ -150,3 +150,14 @@ def test_linear_twin_equals_textbook(x_shape, out_features, bias, dtype, threads
         else:
             assert_close(kg, tg, RTOL[dtype], name)
 
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 7])
+def test_loop_shares_cover_the_range_once_in_order(count):
+    """``loop_shares`` (the Winograd passes' threads): contiguous shares that cover [0, count) once."""
+    seen = []
+    shares = gemm.loop_shares(count, lambda lo, hi: (lo, hi, seen.extend(range(lo, hi))))
+    bounds = [(lo, hi) for lo, hi, _ in shares]
+    assert bounds[0][0] == 0 and bounds[-1][1] == count
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert sorted(seen) == list(range(count))
